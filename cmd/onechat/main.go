@@ -1,0 +1,145 @@
+// Command onechat runs an onechat node, or prints a client token.
+//
+//	onechat [flags]                    run a node
+//	onechat token [flags] USER         print a token for USER
+//	onechat version                    print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/onechat/onechat/auth"
+	"github.com/onechat/onechat/node"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	args := os.Args[1:]
+	var err error
+	switch {
+	case len(args) > 0 && args[0] == "token":
+		err = tokenCmd(args[1:])
+	case len(args) > 0 && args[0] == "version":
+		fmt.Println("onechat", version)
+	case len(args) > 0 && args[0] == "serve":
+		err = serveCmd(args[1:])
+	default:
+		err = serveCmd(args)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "onechat:", err)
+		os.Exit(1)
+	}
+}
+
+func serveCmd(args []string) error {
+	fs := flag.NewFlagSet("onechat", flag.ContinueOnError)
+	var cfg node.Config
+	fs.StringVar(&cfg.DataDir, "data", node.DefaultDataDir, "data directory (JetStream store, metadata, generated secret)")
+	fs.StringVar(&cfg.HTTPAddr, "http", ":8080", "HTTP API and WebSocket (/ws) listen address")
+	fs.StringVar(&cfg.TCPAddr, "tcp", ":7070", "TCP protocol listen address")
+	fs.StringVar(&cfg.NATSAddr, "nats", "127.0.0.1:4222", "NATS client listen address for services, or \"off\"")
+	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret for client tokens (default: generated in the data directory)")
+	fs.DurationVar(&cfg.Retention, "retention", 30*24*time.Hour, "how long messages are kept")
+	fs.DurationVar(&cfg.DedupWindow, "dedup-window", 2*time.Minute, "how long a send ref deduplicates retries")
+	fs.StringVar(&cfg.Fsync, "fsync", "", "JetStream fsync: \"always\", an interval such as 1s, or empty for JetStream's default (2m)")
+	fs.IntVar(&cfg.Session.MaxFrame, "max-frame", 64<<10, "largest client frame in bytes")
+	fs.DurationVar(&cfg.Session.PingInterval, "ping-interval", 25*time.Second, "ping interval told to clients")
+	fs.DurationVar(&cfg.Session.IdleTimeout, "idle-timeout", 60*time.Second, "close connections silent this long")
+	fs.DurationVar(&cfg.Session.AuthTimeout, "auth-timeout", 10*time.Second, "close connections not authenticated this long")
+	fs.Float64Var(&cfg.Session.SendRate, "send-rate", 100, "sends per second per connection (-1: no limit)")
+	fs.IntVar(&cfg.Session.SendBurst, "send-burst", 200, "sends allowed in a burst above --send-rate")
+	fs.IntVar(&cfg.Session.MaxConnsPerUser, "max-conns-per-user", 32, "connections per user on one node")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	fs.Usage = usage(fs, "onechat [flags]\n       onechat token [flags] USER\n       onechat version")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see onechat --help)", fs.Arg(0))
+	}
+	if err := applyEnv(fs); err != nil {
+		return err
+	}
+	log, err := newLogger(*logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	cfg.Log = log
+	return serve(cfg)
+}
+
+func serve(cfg node.Config) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	cfg.Log.Info("onechat is ready",
+		"http", n.HTTPAddr(), "websocket", "ws://"+n.HTTPAddr()+"/ws",
+		"tcp", n.TCPAddr(), "nats", n.NATSURL(), "data", cfg.DataDir)
+	cfg.Log.Info("get a client token with: onechat token --data " + cfg.DataDir + " <user>")
+	<-ctx.Done()
+	stop() // a second signal now ends the process at once
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return n.Shutdown(shutdownCtx)
+}
+
+func tokenCmd(args []string) error {
+	fs := flag.NewFlagSet("onechat token", flag.ContinueOnError)
+	dataDir := fs.String("data", node.DefaultDataDir, "data directory of the node the token is for")
+	secret := fs.String("jwt-secret", "", "HS256 secret (default: the one in the data directory)")
+	ttl := fs.Duration("ttl", 24*time.Hour, "how long the token is valid")
+	fs.Usage = usage(fs, "onechat token [flags] USER")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("token needs exactly one user ID")
+	}
+	key, err := auth.LoadSecret(*secret, *dataDir)
+	if err != nil {
+		return err
+	}
+	tok, err := auth.Sign(key, fs.Arg(0), *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Println(tok)
+	return nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

@@ -1,0 +1,126 @@
+package node
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/onechat/onechat/bus"
+	"github.com/onechat/onechat/protocol"
+	"github.com/onechat/onechat/session"
+)
+
+// service answers other services on bus.SendSubject: a send object with
+// a "from" field, stored and delivered like any client's message. Sends
+// from one sender are handled in order; different senders in parallel.
+type service struct {
+	hub     *session.Hub
+	log     *slog.Logger
+	sub     *nats.Subscription
+	seed    maphash.Seed
+	workers []chan *nats.Msg
+	wg      sync.WaitGroup
+
+	mu     sync.RWMutex // held by dispatch while it hands over a message
+	closed bool         // under mu: workers are closed
+}
+
+func newService(hub *session.Hub, log *slog.Logger, workers int) *service {
+	s := &service{hub: hub, log: log, seed: maphash.MakeSeed()}
+	for range workers {
+		ch := make(chan *nats.Msg, 1024)
+		s.workers = append(s.workers, ch)
+		s.wg.Go(func() {
+			for m := range ch {
+				s.handle(m)
+			}
+		})
+	}
+	return s
+}
+
+func (s *service) start(nc *nats.Conn) error {
+	// A queue group: in a cluster, one node handles each request.
+	sub, err := nc.QueueSubscribe(bus.SendSubject, "onechat", s.dispatch)
+	if err != nil {
+		return fmt.Errorf("service: subscribe %s: %w", bus.SendSubject, err)
+	}
+	s.sub = sub
+	return nil
+}
+
+// dispatch runs on the subscription's goroutine. It blocks while the
+// sender's worker is full, which pushes back on the NATS connection.
+func (s *service) dispatch(m *nats.Msg) {
+	var head struct {
+		From string `json:"from"`
+	}
+	_ = json.Unmarshal(m.Data, &head) // errors are reported by handle
+	w := maphash.String(s.seed, head.From) % uint64(len(s.workers))
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		s.respond(m, protocol.EncodeError(protocol.Errorf(protocol.CodeShuttingDown,
+			"the node is shutting down; retry")))
+		return
+	}
+	s.workers[w] <- m
+}
+
+func (s *service) handle(m *nats.Msg) {
+	f, perr := protocol.Decode(m.Data, s.hub.Config().MaxFrame)
+	if perr == nil {
+		perr = checkServiceSend(f)
+	}
+	if perr == nil {
+		var ack protocol.Ack
+		if ack, perr = s.hub.Send(f.From, f, ""); perr == nil {
+			s.respond(m, protocol.Encode(ack))
+			return
+		}
+		perr.Ref = f.Ref
+	}
+	s.log.Debug("service send refused", "code", perr.Code, "err", perr.Text)
+	s.respond(m, protocol.EncodeError(perr))
+}
+
+func checkServiceSend(f *protocol.Frame) *protocol.Error {
+	if f.Op != protocol.OpSend {
+		return &protocol.Error{Code: protocol.CodeUnknownOp, Ref: f.Ref,
+			Text: bus.SendSubject + " takes a send object: {\"op\":\"send\",\"from\":...}"}
+	}
+	if f.From == "" {
+		return &protocol.Error{Code: protocol.CodeMissingField, Ref: f.Ref,
+			Text: "a service send needs field \"from\""}
+	}
+	return nil
+}
+
+func (s *service) respond(m *nats.Msg, b []byte) {
+	if m.Reply == "" {
+		return
+	}
+	if err := m.Respond(b); err != nil {
+		s.log.Debug("service reply failed", "err", err)
+	}
+}
+
+// stop stops taking requests and waits for those taken to be answered.
+func (s *service) stop() {
+	if s.sub != nil {
+		_ = s.sub.Unsubscribe()
+	}
+	// Workers keep draining, so a dispatch blocked on a full worker
+	// finishes and releases mu.
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	for _, ch := range s.workers {
+		close(ch)
+	}
+	s.wg.Wait()
+}

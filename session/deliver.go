@@ -1,0 +1,104 @@
+package session
+
+import (
+	"context"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onechat/onechat/bus"
+	"github.com/onechat/onechat/protocol"
+	"github.com/onechat/onechat/storage"
+)
+
+// DeliverLive hands a message republished by the inbox stream to the
+// recipient's sessions on this node. It is the bus.Live handler and runs on
+// the recipient's shard goroutine, so one user's messages arrive in order.
+//
+// RePublish is at most once: a message dropped on the way (a full shard
+// channel, a lost route) shows up as a Nats-Last-Sequence newer than the
+// last one handled, and the missing messages are read from the store
+// before this one is delivered.
+func (h *Hub) DeliverLive(m *nats.Msg) {
+	token, ok := strings.CutPrefix(m.Subject, bus.LivePrefix)
+	if !ok {
+		return
+	}
+	us := h.users.get(token)
+	if us == nil {
+		return // the user went offline; the message waits in the store
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil || seq == 0 {
+		h.warn.warn("live-header", "live message without a sequence", "subject", m.Subject)
+		return
+	}
+	prev, _ := strconv.ParseUint(m.Header.Get("Nats-Last-Sequence"), 10, 64)
+	if seq <= us.lastSeq {
+		return // already handled, by a backfill
+	}
+	if us.lastSeq != 0 && prev > us.lastSeq {
+		if !h.backfill(us, prev) {
+			return
+		}
+	}
+	us.lastSeq = seq
+	h.fanOut(us, seq, m.Data, m.Header.Get(bus.HeaderOrigin))
+}
+
+// fanOut builds the msg frame once and offers it to each session.
+func (h *Hub) fanOut(us *userState, seq uint64, envelope []byte, origin string) {
+	frame, err := protocol.MsgFrame(envelope, seq)
+	if err != nil {
+		h.warn.warn("live-envelope", "stored message is not an onechat envelope; skipped",
+			"user", us.user, "seq", seq)
+		return
+	}
+	p := us.sessions.Load()
+	if p == nil {
+		return
+	}
+	for _, s := range *p {
+		s.deliver(seq, frame, origin)
+	}
+}
+
+// backfill delivers the stored messages of us after us.lastSeq up to and
+// including upTo. It reports false when it could not, after closing the
+// user's sessions so that their clients reconnect and sync.
+func (h *Hub) backfill(us *userState, upTo uint64) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
+	defer cancel()
+	for n := 0; us.lastSeq < upTo; n++ {
+		if n >= h.cfg.MaxBackfill {
+			h.dropUser(us, "live gap larger than the backfill limit")
+			return false
+		}
+		st, err := h.inbox.Next(ctx, us.user, us.lastSeq+1)
+		if err == storage.ErrEnd || (err == nil && st.Seq > upTo) {
+			us.lastSeq = upTo // expired or deleted meanwhile
+			break
+		}
+		if err != nil {
+			h.log.Error("live backfill failed", "user", us.user, "err", err)
+			h.dropUser(us, "live backfill failed")
+			return false
+		}
+		us.lastSeq = st.Seq
+		h.fanOut(us, st.Seq, st.Data, st.Origin)
+	}
+	return true
+}
+
+// dropUser closes every session of us; clients reconnect and sync.
+func (h *Hub) dropUser(us *userState, why string) {
+	h.warn.warn("drop-user", "closing a user's sessions to make them resync",
+		"user", us.user, "why", why)
+	if p := us.sessions.Load(); p != nil {
+		for _, s := range *p {
+			go s.Shutdown(protocol.CodeSlowConsumer, "missed live messages; reconnect and sync")
+		}
+	}
+}

@@ -1,0 +1,175 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onechat/onechat/bus"
+	"github.com/onechat/onechat/protocol"
+	"github.com/onechat/onechat/storage"
+)
+
+// Send stores a message from user from and returns its ack. Every
+// transport and the service API end here.
+//
+// The message is stored in the recipient's inbox first, then in the
+// sender's, each deduplicated by the sender's ref: a retry after a lost
+// ack finds both copies already stored and returns the first attempt's id.
+// The sender's copy carries origin so the sending session is not sent its
+// own message back. A message to oneself is stored once. The ack's seq is
+// the message's place in the sender's own inbox.
+func (h *Hub) Send(from string, f *protocol.Frame, origin string) (protocol.Ack, *protocol.Error) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
+	defer cancel()
+
+	env := protocol.Envelope{ID: newMessageID(h.now()), From: from, To: f.To,
+		TS: h.now().UnixMilli(), Body: f.Body}
+	data, err := protocol.AppendEnvelope(make([]byte, 0, 96+len(f.Body)), &env)
+	if err != nil {
+		return protocol.Ack{}, protocol.Errorf(protocol.CodeBadField, "body: %v", err)
+	}
+	var msgID string
+	if f.Ref != "" {
+		msgID = bus.Token(from) + "/" + f.Ref
+	}
+
+	recipientOrigin := ""
+	if f.To == from {
+		recipientOrigin = origin
+	}
+	r, perr := h.appendCopy(ctx, f.To, data, msgID, recipientOrigin)
+	if perr != nil {
+		return protocol.Ack{}, perr
+	}
+	if r.Dup {
+		// The first attempt's envelope wins, so every copy and every
+		// retry carry one id.
+		if env, data, perr = h.storedEnvelope(ctx, r.Seq); perr != nil {
+			return protocol.Ack{}, perr
+		}
+	}
+	seq := r.Seq
+	if f.To != from {
+		var senderID string
+		if msgID != "" {
+			senderID = msgID + "/s"
+		}
+		rs, perr := h.appendCopy(ctx, from, data, senderID, origin)
+		if perr != nil {
+			return protocol.Ack{}, perr
+		}
+		seq = rs.Seq
+	}
+	return protocol.Ack{Op: protocol.OpAck, Ref: f.Ref, ID: env.ID, Seq: seq, TS: env.TS, Dup: r.Dup}, nil
+}
+
+func (h *Hub) storedEnvelope(ctx context.Context, seq uint64) (protocol.Envelope, []byte, *protocol.Error) {
+	st, err := h.inbox.Get(ctx, seq)
+	if err != nil {
+		return protocol.Envelope{}, nil, h.storeError(err)
+	}
+	env, err := protocol.ParseEnvelope(st.Data)
+	if err != nil {
+		h.log.Error("stored message unreadable", "seq", seq, "err", err)
+		return protocol.Envelope{}, nil, protocol.Errorf(protocol.CodeInternal, "stored message unreadable")
+	}
+	return *env, st.Data, nil
+}
+
+func (h *Hub) appendCopy(ctx context.Context, user string, data []byte, msgID, origin string) (storage.AppendResult, *protocol.Error) {
+	r, err := h.inbox.Append(ctx, user, data, msgID, origin)
+	if err != nil {
+		return r, h.storeError(err)
+	}
+	return r, nil
+}
+
+// storeError maps a store failure to what a client can act on.
+func (h *Hub) storeError(err error) *protocol.Error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		return protocol.Errorf(protocol.CodeFrameTooLarge, "message is larger than the store accepts")
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining):
+		h.warn.warn("store-unavailable", "store unavailable", "err", err)
+		return protocol.Errorf(protocol.CodeUnavailable, "the store did not answer; retry with the same ref")
+	}
+	h.log.Error("store failed", "err", err)
+	return protocol.Errorf(protocol.CodeInternal, "the store failed; retry with the same ref")
+}
+
+// checkCursor validates a sync cursor against the stream's bounds and
+// reports whether messages after it may have expired.
+func (h *Hub) checkCursor(ctx context.Context, after uint64) (expired bool, perr *protocol.Error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	first, last, err := h.inbox.Bounds(ctx)
+	if err != nil {
+		return false, h.storeError(err)
+	}
+	if after > last {
+		return false, protocol.Errorf(protocol.CodeBadCursor,
+			"cursor %d is ahead of the store (last %d); sync from 0", after, last)
+	}
+	return first > after+1, nil
+}
+
+// Page reads up to limit of user's messages after the cursor, for the
+// HTTP API. The result's Msgs are msg frames; More says another page
+// follows.
+func (h *Hub) Page(ctx context.Context, user string, after uint64, limit int) (protocol.Synced, *protocol.Error) {
+	if limit <= 0 || limit > h.cfg.SyncPageLimit {
+		limit = h.cfg.SyncPageLimit
+	}
+	expired, perr := h.checkCursor(ctx, after)
+	if perr != nil {
+		return protocol.Synced{}, perr
+	}
+	res := protocol.Synced{Op: protocol.OpSynced, Cursor: after, Expired: expired}
+	for len(res.Msgs) < limit {
+		st, err := h.next(ctx, user, res.Cursor+1)
+		if errors.Is(err, storage.ErrEnd) {
+			return res, nil
+		}
+		if err != nil {
+			return protocol.Synced{}, h.storeError(err)
+		}
+		res.Cursor = st.Seq
+		if frame, err := protocol.MsgFrame(st.Data, st.Seq); err == nil {
+			res.Msgs = append(res.Msgs, frame)
+			res.Count++
+		}
+	}
+	_, err := h.next(ctx, user, res.Cursor+1)
+	res.More = err == nil
+	return res, nil
+}
+
+func (h *Hub) next(ctx context.Context, user string, from uint64) (storage.Stored, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.StoreTimeout)
+	defer cancel()
+	return h.inbox.Next(ctx, user, from)
+}
+
+// idEncoding is base32 with an alphabet in ASCII order, so message IDs
+// sort by the time they were made.
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// newMessageID returns a 26-character ID: 48 bits of milliseconds, then
+// 80 random bits.
+func newMessageID(now time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
+	_, _ = rand.Read(b[6:])
+	return idEncoding.EncodeToString(b[:])
+}

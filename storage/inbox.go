@@ -1,0 +1,142 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/onechat/onechat/bus"
+)
+
+// StreamName is the JetStream stream holding every inbox.
+const StreamName = "OC_INBOX"
+
+// ErrEnd is returned by Next when no message follows the given sequence.
+var ErrEnd = errors.New("storage: no further message")
+
+// InboxConfig configures the inbox stream. Zero values take the defaults
+// noted on each field.
+type InboxConfig struct {
+	Retention   time.Duration // how long messages are kept; default 30 days
+	DedupWindow time.Duration // how long a ref deduplicates; default 2 minutes
+	MaxMsgSize  int32         // largest stored message in bytes; required
+	Replicas    int           // JetStream replicas; default 1
+}
+
+func (c *InboxConfig) applyDefaults() {
+	if c.Retention <= 0 {
+		c.Retention = 30 * 24 * time.Hour
+	}
+	if c.DedupWindow <= 0 {
+		c.DedupWindow = 2 * time.Minute
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+}
+
+// Inbox stores and reads users' inboxes.
+type Inbox struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+}
+
+// Stored describes one message in an inbox.
+type Stored struct {
+	Seq    uint64
+	Data   []byte // the envelope; owned by the caller
+	Origin string // the Oc-Origin header, if any
+}
+
+// OpenInbox creates or updates the inbox stream and returns a handle on it.
+func OpenInbox(ctx context.Context, js jetstream.JetStream, cfg InboxConfig) (*Inbox, error) {
+	cfg.applyDefaults()
+	if cfg.DedupWindow > cfg.Retention {
+		cfg.DedupWindow = cfg.Retention
+	}
+	sc := jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "onechat user inboxes",
+		Subjects:    []string{bus.InboxWildcard},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      cfg.Retention,
+		Duplicates:  cfg.DedupWindow,
+		MaxMsgSize:  cfg.MaxMsgSize,
+		Replicas:    cfg.Replicas,
+		AllowDirect: true,
+		RePublish: &jetstream.RePublish{
+			Source:      bus.InboxWildcard,
+			Destination: bus.LiveTemplate,
+		},
+	}
+	st, err := js.CreateOrUpdateStream(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("storage: create stream %s: %w", StreamName, err)
+	}
+	return &Inbox{js: js, stream: st}, nil
+}
+
+// AppendResult is the outcome of Append.
+type AppendResult struct {
+	Seq uint64
+	Dup bool // an earlier append with the same msgID stored the message
+}
+
+// Append stores envelope in user's inbox. msgID, when set, deduplicates
+// within the dedup window: a repeat returns the first append's sequence
+// with Dup set and stores nothing. origin, when set, is kept in the
+// Oc-Origin header.
+func (in *Inbox) Append(ctx context.Context, user string, envelope []byte, msgID, origin string) (AppendResult, error) {
+	m := nats.NewMsg(bus.InboxSubject(user))
+	m.Data = envelope
+	if origin != "" {
+		m.Header.Set(bus.HeaderOrigin, origin)
+	}
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	ack, err := in.js.PublishMsg(ctx, m, opts...)
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("storage: append to %s: %w", user, err)
+	}
+	return AppendResult{Seq: ack.Sequence, Dup: ack.Duplicate}, nil
+}
+
+// Get returns the message stored at seq.
+func (in *Inbox) Get(ctx context.Context, seq uint64) (Stored, error) {
+	m, err := in.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return Stored{}, fmt.Errorf("storage: get %d: %w", seq, err)
+	}
+	return Stored{Seq: m.Sequence, Data: m.Data}, nil
+}
+
+// Next returns the first message in user's inbox with a sequence of at
+// least from, or ErrEnd.
+func (in *Inbox) Next(ctx context.Context, user string, from uint64) (Stored, error) {
+	m, err := in.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(bus.InboxSubject(user)))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Stored{}, ErrEnd
+	}
+	if err != nil {
+		return Stored{}, fmt.Errorf("storage: next for %s from %d: %w", user, from, err)
+	}
+	return Stored{Seq: m.Sequence, Data: m.Data, Origin: m.Header.Get(bus.HeaderOrigin)}, nil
+}
+
+// Bounds returns the first and last sequence the stream holds. A cursor
+// below first-1 means messages after it may have expired.
+func (in *Inbox) Bounds(ctx context.Context) (first, last uint64, err error) {
+	info, err := in.stream.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("storage: stream info: %w", err)
+	}
+	return info.State.FirstSeq, info.State.LastSeq, nil
+}

@@ -1,0 +1,226 @@
+// Package ws carries the onechat protocol over WebSocket (github.com/lxzan/gws):
+// one JSON frame per WebSocket message.
+package ws
+
+import (
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"github.com/onechat/onechat/protocol"
+	"github.com/onechat/onechat/session"
+)
+
+// Config configures the WebSocket transport.
+type Config struct {
+	MaxFrame     int           // frames above it get frame_too_large
+	WriteTimeout time.Duration // longest a write may block
+	// ReadBufferSize is gws's per-connection read buffer. It is most of a
+	// connection's memory; frames larger than it are still read whole.
+	ReadBufferSize int
+}
+
+// Handler upgrades HTTP requests to WebSocket sessions.
+type Handler struct {
+	hub *session.Hub
+	log *slog.Logger
+	cfg Config
+	up  *gws.Upgrader
+}
+
+// hardLimitFactor sets how far past MaxFrame a frame is still read, so
+// that the client gets a frame_too_large error and keeps its connection.
+// Beyond it gws closes the connection with 1009 (message too big).
+const hardLimitFactor = 4
+
+// NewHandler returns a Handler feeding hub.
+func NewHandler(hub *session.Hub, log *slog.Logger, cfg Config) *Handler {
+	if cfg.ReadBufferSize <= 0 {
+		cfg.ReadBufferSize = 1024
+	}
+	h := &Handler{hub: hub, log: log, cfg: cfg}
+	h.up = gws.NewUpgrader(events{}, &gws.ServerOption{
+		ReadBufferSize:     cfg.ReadBufferSize,
+		ReadMaxPayloadSize: cfg.MaxFrame * hardLimitFactor,
+		ParallelEnabled:    false, // true would reorder a connection's frames
+		ParallelGolimit:    1,
+		CheckUtf8Enabled:   false, // the protocol checks and answers bad_utf8
+		HandshakeTimeout:   5 * time.Second,
+		Recovery:           gws.Recovery,
+		Logger:             gwsLogger{log},
+		NewSession:         func() gws.SessionStorage { return &slot{} },
+	})
+	return h
+}
+
+// ServeHTTP upgrades the request. A token may come as ?token= or an
+// Authorization: Bearer header, with an optional ?after= cursor to resume
+// from; otherwise the first frame must be auth.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	st := &state{token: q.Get("token")}
+	if st.token == "" {
+		st.token, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	}
+	if a := q.Get("after"); a != "" {
+		after, err := strconv.ParseUint(a, 10, 64)
+		if err != nil {
+			http.Error(w, "after must be a non-negative integer", http.StatusBadRequest)
+			return
+		}
+		st.after = &after
+	}
+	socket, err := h.up.Upgrade(w, r)
+	if err != nil {
+		h.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	st.s = h.hub.Open(&conn{socket: socket, writeTimeout: h.cfg.WriteTimeout})
+	socket.Session().Store("", st)
+	go socket.ReadLoop()
+}
+
+// events receives gws callbacks for every connection; the session rides
+// in the connection's storage slot.
+type events struct{}
+
+// state is what a connection's storage slot holds.
+type state struct {
+	s     *session.Session
+	token string  // from the upgrade request, used once at open
+	after *uint64 // cursor to resume from, with token
+}
+
+func sessionOf(socket *gws.Conn) *session.Session {
+	v, _ := socket.Session().Load("")
+	if st, ok := v.(*state); ok {
+		return st.s
+	}
+	return nil
+}
+
+// OnOpen runs on the read goroutine before the first frame, so an auth
+// from the upgrade request (and its sync) comes before any frame is read.
+func (events) OnOpen(socket *gws.Conn) {
+	v, _ := socket.Session().Load("")
+	st, ok := v.(*state)
+	if !ok || st.token == "" {
+		return
+	}
+	token := st.token
+	st.token = ""
+	if perr := st.s.Authenticate(token, st.after); perr != nil {
+		go st.s.Shutdown(perr.Code, perr.Text)
+	}
+}
+
+func (events) OnClose(socket *gws.Conn, err error) {
+	if s := sessionOf(socket); s != nil {
+		s.Closed(err)
+	}
+}
+
+func (events) OnPing(socket *gws.Conn, payload []byte) {
+	if s := sessionOf(socket); s != nil {
+		s.Touch()
+	}
+	_ = socket.WritePong(payload)
+}
+
+func (events) OnPong(socket *gws.Conn, _ []byte) {
+	if s := sessionOf(socket); s != nil {
+		s.Touch()
+	}
+}
+
+func (events) OnMessage(socket *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	if s := sessionOf(socket); s != nil {
+		s.Handle(m.Bytes())
+	}
+}
+
+// conn adapts a gws connection to session.Conn.
+type conn struct {
+	socket       *gws.Conn
+	writeTimeout time.Duration
+}
+
+func (c *conn) Write(frames [][]byte) error {
+	if err := c.socket.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil {
+		return err
+	}
+	for _, f := range frames {
+		if err := c.socket.WriteMessage(gws.OpcodeText, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *conn) Close(code protocol.Code, text string) {
+	if code == protocol.CodeSlowConsumer {
+		// A write may be stuck on this client; a close frame would queue
+		// behind it.
+		_ = c.socket.NetConn().Close()
+		return
+	}
+	_ = c.socket.SetWriteDeadline(time.Now().Add(time.Second))
+	reason := string(code) + ": " + text
+	if len(reason) > 120 {
+		reason = reason[:120]
+	}
+	_ = c.socket.WriteClose(CloseCode(code), []byte(reason))
+}
+
+func (c *conn) Transport() string  { return "ws" }
+func (c *conn) RemoteAddr() string { return c.socket.RemoteAddr().String() }
+
+// CloseCode is the WebSocket close code sent with a protocol close
+// reason; the reason text starts with the protocol code.
+func CloseCode(code protocol.Code) uint16 {
+	switch code {
+	case protocol.CodeShuttingDown:
+		return 1001
+	case protocol.CodeTokenExpired:
+		return 4001
+	case protocol.CodeIdleTimeout:
+		return 4002
+	case protocol.CodeAuthRequired:
+		return 4003
+	case protocol.CodeAuthFailed:
+		return 4004
+	case protocol.CodeTooManyConns:
+		return 4005
+	case protocol.CodeSlowConsumer:
+		return 4006
+	}
+	return 4000
+}
+
+// slot is a one-value gws.SessionStorage; gws's default is a map and a
+// mutex per connection.
+type slot struct{ v any }
+
+func (s *slot) Len() int {
+	if s.v == nil {
+		return 0
+	}
+	return 1
+}
+func (s *slot) Load(string) (any, bool) { return s.v, s.v != nil }
+func (s *slot) Delete(string)           { s.v = nil }
+func (s *slot) Store(_ string, v any)   { s.v = v }
+func (s *slot) Range(f func(string, any) bool) {
+	if s.v != nil {
+		f("", s.v)
+	}
+}
+
+type gwsLogger struct{ log *slog.Logger }
+
+func (l gwsLogger) Error(v ...any) { l.log.Error("websocket", "detail", v) }
