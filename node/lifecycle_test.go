@@ -1,0 +1,192 @@
+package node_test
+
+import (
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/onechat/onechat/node"
+)
+
+func shortTimeouts(c *node.Config) {
+	c.Session.PingInterval = 500 * time.Millisecond
+	c.Session.IdleTimeout = 2 * time.Second
+	c.Session.AuthTimeout = 2 * time.Second
+}
+
+// A silent connection is closed with idle_timeout on both transports; a
+// pinging one stays; the silent user catches up on the next connect.
+func TestIdleTimeout(t *testing.T) {
+	tn := startNode(t, shortTimeouts)
+	quietTCP := tn.tcp(t, "quiet-tcp")
+	if ok := quietTCP.auth("bob"); ok.Ping != 500 || ok.Timeout != 2000 {
+		t.Fatalf("ok frame %+v does not tell the intervals", ok)
+	}
+	quietWS := tn.ws(t, "quiet-ws")
+	quietWS.auth("carol")
+	busy := tn.ws(t, "busy")
+	busy.auth("alice")
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(300 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = busy.write([]byte(`{"op":"ping"}`))
+			}
+		}
+	})
+	quietTCP.expectError("idle_timeout")
+	quietTCP.ended()
+	quietWS.expectError("idle_timeout")
+	if code := websocket.CloseStatus(quietWS.ended()); code != 4002 {
+		t.Fatalf("ws close code %d, want 4002", code)
+	}
+	close(stop)
+	wg.Wait()
+
+	// The pinging client outlived the quiet ones and still works.
+	busy.send(map[string]any{"op": "send", "ref": "m", "to": "bob", "body": text("while away")})
+	for f := busy.next(); f.Op != "ack"; f = busy.next() {
+		if f.Op != "pong" {
+			t.Fatalf("busy got %+v", f)
+		}
+	}
+	back := tn.tcp(t, "bob-again")
+	back.send(map[string]any{"op": "auth", "token": token(t, "bob"), "after": 0})
+	back.expect("ok")
+	if m := back.expect("msg"); bodyText(t, m) != "while away" {
+		t.Fatalf("bob got %+v", m)
+	}
+}
+
+func TestAuthTimeout(t *testing.T) {
+	tn := startNode(t, shortTimeouts)
+	c := tn.tcp(t, "never-auths")
+	// Pings do not keep an unauthenticated connection open.
+	for range 3 {
+		c.alive()
+		time.Sleep(500 * time.Millisecond)
+	}
+	c.expectError("auth_required")
+	c.ended()
+}
+
+func TestTokenExpiryClosesConnection(t *testing.T) {
+	tn := startNode(t)
+	c := tn.ws(t, "short-lived")
+	c.send(map[string]string{"op": "auth", "token": tokenTTL(t, "alice", 2*time.Second)})
+	c.expect("ok")
+	c.expectError("token_expired")
+	if code := websocket.CloseStatus(c.ended()); code != 4001 {
+		t.Fatalf("close code %d, want 4001", code)
+	}
+
+	// A refresh on the connection extends it.
+	r := tn.tcp(t, "refreshes")
+	r.send(map[string]string{"op": "auth", "token": tokenTTL(t, "alice", 2*time.Second)})
+	r.expect("ok")
+	r.send(map[string]string{"op": "auth", "token": tokenTTL(t, "alice", time.Hour)})
+	if ok := r.expect("ok"); ok.User != "alice" {
+		t.Fatalf("refresh %+v", ok)
+	}
+	time.Sleep(3 * time.Second)
+	r.alive()
+}
+
+// Shutdown while clients send: every acknowledged message is in the store
+// after a restart, and a retry of an unacknowledged one with its ref
+// stores it at most once.
+func TestShutdownLosesNoAcknowledgedMessage(t *testing.T) {
+	tn := startNode(t)
+	const senders = 4
+	type result struct {
+		acked map[string]string // ref -> id
+		tried []string
+	}
+	results := make([]result, senders)
+	var wg sync.WaitGroup
+	for i := range senders {
+		c := tn.tcp(t, "sender-"+strconv.Itoa(i))
+		c.auth("s" + strconv.Itoa(i))
+		results[i].acked = map[string]string{}
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				ref := refN("m", n)
+				if c.write([]byte(`{"op":"send","ref":"`+ref+`","to":"bob","body":1}`)) != nil {
+					return
+				}
+				results[i].tried = append(results[i].tried, ref)
+				select {
+				case f := <-c.frames:
+					if f.Op != "ack" {
+						return // the shutting_down error
+					}
+					results[i].acked[ref] = f.ID
+				case <-c.done:
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	tn.restart(t)
+	wg.Wait()
+
+	stored := map[string]bool{}
+	bob := tn.tcp(t, "bob")
+	bob.send(map[string]any{"op": "auth", "token": token(t, "bob"), "after": 0})
+	bob.expect("ok")
+	for f := bob.next(); f.Op != "synced"; f = bob.next() {
+		if stored[f.ID] {
+			t.Fatalf("message %s stored twice", f.ID)
+		}
+		stored[f.ID] = true
+	}
+	total := 0
+	for i, r := range results {
+		for ref, id := range r.acked {
+			if !stored[id] {
+				t.Fatalf("sender %d: acknowledged %s (%s) is lost", i, ref, id)
+			}
+		}
+		total += len(r.acked)
+	}
+	if total == 0 {
+		t.Fatal("no message was acknowledged before the shutdown")
+	}
+	// Retrying the last attempt of each sender adds nothing that was
+	// already stored.
+	for i, r := range results {
+		if len(r.tried) == 0 {
+			continue
+		}
+		c := tn.tcp(t, "retry-"+strconv.Itoa(i))
+		c.auth("s" + strconv.Itoa(i))
+		ref := r.tried[len(r.tried)-1]
+		ack := c.sendTo("bob", ref, 1)
+		if id, ok := r.acked[ref]; ok && (ack.ID != id || !ack.Dup) {
+			t.Fatalf("retry of acked %s: %+v, want id %s dup", ref, ack, id)
+		}
+	}
+	if len(stored) < total {
+		t.Fatalf("stored %d < acked %d", len(stored), total)
+	}
+}
+
+func TestHealthEndpoints(t *testing.T) {
+	tn := startNode(t)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if status, _ := tn.httpDo(t, "GET", path, "", ""); status != 200 {
+			t.Fatalf("%s: %d", path, status)
+		}
+	}
+}
