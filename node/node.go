@@ -19,8 +19,8 @@ import (
 
 	"github.com/onechat/onechat/auth"
 	"github.com/onechat/onechat/bus"
-	"github.com/onechat/onechat/storage"
 	"github.com/onechat/onechat/session"
+	"github.com/onechat/onechat/storage"
 	"github.com/onechat/onechat/transport/httpapi"
 	"github.com/onechat/onechat/transport/tcp"
 	"github.com/onechat/onechat/transport/ws"
