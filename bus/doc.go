@@ -8,4 +8,5 @@
 //	oc.live.<user>  the stream republishes each stored message here; a node
 //	                subscribes once per online user
 //	oc.api.send     services send messages here (request/reply)
+//	oc.api.presence services ask whether a user is online (request/reply)
 package bus

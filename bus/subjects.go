@@ -8,9 +8,10 @@ import (
 
 // Subject prefixes and service subjects. See the package comment.
 const (
-	InboxPrefix = "oc.in."
-	LivePrefix  = "oc.live."
-	SendSubject = "oc.api.send"
+	InboxPrefix     = "oc.in."
+	LivePrefix      = "oc.live."
+	SendSubject     = "oc.api.send"
+	PresenceSubject = "oc.api.presence"
 
 	// InboxWildcard matches every inbox; the stream's subject filter.
 	InboxWildcard = InboxPrefix + "*"

@@ -147,3 +147,35 @@ func TestSendToSelf(t *testing.T) {
 		t.Fatalf("synced %+v", s)
 	}
 }
+
+func TestPresenceForServices(t *testing.T) {
+	tn := startNode(t)
+	tn.tcp(t, "bob-tcp").auth("bob")
+	tn.ws(t, "bob-ws").auth("bob")
+	nc, err := nats.Connect(tn.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ask := func(q string) map[string]any {
+		t.Helper()
+		reply, err := nc.Request("oc.api.presence", []byte(q), 5*time.Second)
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		var v map[string]any
+		if err := json.Unmarshal(reply.Data, &v); err != nil {
+			t.Fatalf("reply %s", reply.Data)
+		}
+		return v
+	}
+	if v := ask(`{"user":"bob"}`); v["online"] != true || len(v["transports"].([]any)) != 2 {
+		t.Fatalf("bob: %v", v)
+	}
+	if v := ask(`{"user":"carol"}`); v["online"] != false {
+		t.Fatalf("carol: %v", v)
+	}
+	if v := ask(`{"user":"a b"}`); v["code"] != "bad_user" {
+		t.Fatalf("bad user: %v", v)
+	}
+}

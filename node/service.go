@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/onechat/onechat/bus"
+	"github.com/onechat/onechat/presence"
 	"github.com/onechat/onechat/protocol"
 	"github.com/onechat/onechat/session"
 )
@@ -18,19 +19,20 @@ import (
 // a "from" field, stored and delivered like any client's message. Sends
 // from one sender are handled in order; different senders in parallel.
 type service struct {
-	hub     *session.Hub
-	log     *slog.Logger
-	sub     *nats.Subscription
-	seed    maphash.Seed
-	workers []chan *nats.Msg
-	wg      sync.WaitGroup
+	hub      *session.Hub
+	presence *presence.Directory
+	log      *slog.Logger
+	subs     []*nats.Subscription
+	seed     maphash.Seed
+	workers  []chan *nats.Msg
+	wg       sync.WaitGroup
 
 	mu     sync.RWMutex // held by dispatch while it hands over a message
 	closed bool         // under mu: workers are closed
 }
 
 func newService(hub *session.Hub, log *slog.Logger, workers int) *service {
-	s := &service{hub: hub, log: log, seed: maphash.MakeSeed()}
+	s := &service{hub: hub, presence: presence.NewDirectory(hub), log: log, seed: maphash.MakeSeed()}
 	for range workers {
 		ch := make(chan *nats.Msg, 1024)
 		s.workers = append(s.workers, ch)
@@ -49,8 +51,31 @@ func (s *service) start(nc *nats.Conn) error {
 	if err != nil {
 		return fmt.Errorf("service: subscribe %s: %w", bus.SendSubject, err)
 	}
-	s.sub = sub
+	s.subs = append(s.subs, sub)
+	// Presence sees this node's sessions only, which on a single node is
+	// every session.
+	sub, err = nc.QueueSubscribe(bus.PresenceSubject, "onechat", s.lookupPresence)
+	if err != nil {
+		return fmt.Errorf("service: subscribe %s: %w", bus.PresenceSubject, err)
+	}
+	s.subs = append(s.subs, sub)
 	return nil
+}
+
+// lookupPresence answers {"user":"bob"} with presence.Status.
+func (s *service) lookupPresence(m *nats.Msg) {
+	var q struct {
+		User string `json:"user"`
+	}
+	if err := json.Unmarshal(m.Data, &q); err != nil {
+		s.respond(m, protocol.EncodeError(protocol.Errorf(protocol.CodeBadJSON, "want {\"user\":\"...\"}")))
+		return
+	}
+	if err := protocol.CheckUserID(q.User); err != nil {
+		s.respond(m, protocol.EncodeError(protocol.Errorf(protocol.CodeBadUser, "user: %v", err)))
+		return
+	}
+	s.respond(m, protocol.Encode(s.presence.Lookup(q.User)))
 }
 
 // dispatch runs on the subscription's goroutine. It blocks while the
@@ -111,8 +136,8 @@ func (s *service) respond(m *nats.Msg, b []byte) {
 
 // stop stops taking requests and waits for those taken to be answered.
 func (s *service) stop() {
-	if s.sub != nil {
-		_ = s.sub.Unsubscribe()
+	for _, sub := range s.subs {
+		_ = sub.Unsubscribe()
 	}
 	// Workers keep draining, so a dispatch blocked on a full worker
 	// finishes and releases mu.

@@ -116,13 +116,26 @@ func (h *Hub) registerLocked(ctx context.Context, us *userState, s *Session, fir
 		}
 		us.sub = sub
 	}
-	if first != nil && !s.out.push(first) {
-		return protocol.Errorf(protocol.CodeSlowConsumer, "connection is not reading")
-	}
 	next := make([]*Session, len(cur), len(cur)+1)
 	copy(next, cur)
 	next = append(next, s)
+	// Under s.mu, a live message for s waits until first is queued, while
+	// the session is already visible to presence queries.
+	s.mu.Lock()
 	us.sessions.Store(&next)
+	queued := first == nil || s.out.push(first)
+	if !queued {
+		us.sessions.Store(&cur)
+	}
+	s.mu.Unlock()
+	if !queued {
+		if len(cur) == 0 {
+			us.dead = true
+			h.users.removeIf(us)
+			_ = us.sub.Unsubscribe()
+		}
+		return protocol.Errorf(protocol.CodeSlowConsumer, "connection is not reading")
+	}
 	s.us = us
 	return nil
 }
