@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -92,10 +93,18 @@ func (l *natsLogger) fatal() error {
 	return l.err
 }
 
-func (l *natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+// logf formats only when the level is on. nats-server's notices are
+// start-up chatter, logged at debug.
+func (l *natsLogger) logf(level slog.Level, format string, v []any) {
+	if l.log.Enabled(context.Background(), level) {
+		l.log.Log(context.Background(), level, fmt.Sprintf(format, v...))
+	}
+}
+
+func (l *natsLogger) Noticef(format string, v ...any) { l.logf(slog.LevelDebug, format, v) }
+func (l *natsLogger) Warnf(format string, v ...any)   { l.logf(slog.LevelWarn, format, v) }
+func (l *natsLogger) Errorf(format string, v ...any)  { l.logf(slog.LevelError, format, v) }
+func (l *natsLogger) Debugf(format string, v ...any)  { l.logf(slog.LevelDebug, format, v) }
 func (l *natsLogger) Tracef(string, ...any)           {}
 
 func (l *natsLogger) Fatalf(format string, v ...any) {

@@ -241,18 +241,6 @@ func (ss *sessionSet) each(fn func(*Session)) {
 	}
 }
 
-// Count returns the number of open sessions.
-func (h *Hub) Count() int {
-	n := 0
-	for i := range h.sessions.shards {
-		sh := &h.sessions.shards[i]
-		sh.mu.Lock()
-		n += len(sh.m)
-		sh.mu.Unlock()
-	}
-	return n
-}
-
 // rateLimitedLog logs a warning at most once per key and interval.
 type rateLimitedLog struct {
 	log  *slog.Logger

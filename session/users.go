@@ -183,15 +183,3 @@ func (h *Hub) Online(user string) []string {
 	}
 	return out
 }
-
-// Users returns the number of users with a session on this node.
-func (h *Hub) Users() int {
-	n := 0
-	for i := range h.users.shards {
-		sh := &h.users.shards[i]
-		sh.mu.RLock()
-		n += len(sh.m)
-		sh.mu.RUnlock()
-	}
-	return n
-}
