@@ -125,6 +125,7 @@ type client struct {
 	t      *testing.T
 	name   string
 	write  func([]byte) error
+	wsPing func(context.Context) error // WebSocket clients only
 	close  func()
 	frames chan frame
 	done   chan error // receives the read error when the connection ends
@@ -278,6 +279,7 @@ func dialWS(t *testing.T, url, name string, header http.Header) *client {
 		return conn.Write(ctx, websocket.MessageText, b)
 	}
 	c.close = func() { conn.CloseNow() }
+	c.wsPing = conn.Ping
 	go func() {
 		for {
 			_, b, err := conn.Read(context.Background())

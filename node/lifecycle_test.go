@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"strconv"
 	"sync"
 	"testing"
@@ -189,4 +190,19 @@ func TestHealthEndpoints(t *testing.T) {
 			t.Fatalf("%s: %d", path, status)
 		}
 	}
+}
+
+// A WebSocket ping long after the node's last write still gets its pong
+// (the pong once inherited an expired write deadline and failed).
+func TestWebSocketPingAfterWriteTimeout(t *testing.T) {
+	tn := startNode(t, func(c *node.Config) { c.Session.WriteTimeout = 300 * time.Millisecond })
+	c := tn.ws(t, "pinger")
+	c.auth("alice")
+	time.Sleep(time.Second) // past the deadline set by the last write
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.wsPing(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	c.alive()
 }

@@ -62,7 +62,7 @@ func NewHandler(hub *session.Hub, log *slog.Logger, cfg Config) *Handler {
 // from; otherwise the first frame must be auth.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	st := &state{token: q.Get("token")}
+	st := &state{token: q.Get("token"), writeTimeout: h.cfg.WriteTimeout}
 	if st.token == "" {
 		st.token, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	}
@@ -90,9 +90,10 @@ type events struct{}
 
 // state is what a connection's storage slot holds.
 type state struct {
-	s     *session.Session
-	token string  // from the upgrade request, used once at open
-	after *uint64 // cursor to resume from, with token
+	s            *session.Session
+	writeTimeout time.Duration
+	token        string  // from the upgrade request, used once at open
+	after        *uint64 // cursor to resume from, with token
 }
 
 func sessionOf(socket *gws.Conn) *session.Session {
@@ -125,9 +126,15 @@ func (events) OnClose(socket *gws.Conn, err error) {
 }
 
 func (events) OnPing(socket *gws.Conn, payload []byte) {
-	if s := sessionOf(socket); s != nil {
-		s.Touch()
+	v, _ := socket.Session().Load("")
+	st, ok := v.(*state)
+	if !ok {
+		return
 	}
+	st.s.Touch()
+	// Every write sets its own deadline: the one left by the last frame
+	// written may have passed long ago.
+	_ = socket.SetWriteDeadline(time.Now().Add(st.writeTimeout))
 	_ = socket.WritePong(payload)
 }
 
