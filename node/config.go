@@ -29,10 +29,14 @@ type Config struct {
 	Fsync string
 
 	Session        session.Config
-	WSReadBuffer   int // gws read buffer per WebSocket connection; default 1024
+	WSReadBuffer   int // gws read buffer per WebSocket connection; default 512
 	LiveShards     int // NATS connections carrying live subscriptions; default 4
 	LiveBuffer     int // channel capacity per live shard; default 16384
 	ServiceWorkers int // goroutines handling oc.api.send; default 8
+
+	// PprofAddr, when set, serves net/http/pprof on its own listener.
+	// Profiles reveal internals: bind it to loopback.
+	PprofAddr string
 
 	Log *slog.Logger // default slog.Default()
 }
@@ -52,7 +56,7 @@ func (c *Config) ApplyDefaults() {
 	set(&c.TCPAddr, ":7070")
 	set(&c.NATSAddr, "127.0.0.1:4222")
 	if c.WSReadBuffer <= 0 {
-		c.WSReadBuffer = 1024
+		c.WSReadBuffer = 512
 	}
 	if c.LiveShards <= 0 {
 		c.LiveShards = 4

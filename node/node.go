@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -43,6 +44,7 @@ type Node struct {
 
 	httpLn  net.Listener
 	tcpLn   net.Listener
+	pprofLn net.Listener
 	httpSrv *http.Server
 	tcpSrv  *tcp.Server
 
@@ -184,7 +186,24 @@ func (n *Node) listen() error {
 			n.log.Error("tcp server stopped", "err", err)
 		}
 	})
+	if n.cfg.PprofAddr != "" {
+		if n.pprofLn, err = net.Listen("tcp", n.cfg.PprofAddr); err != nil {
+			return fmt.Errorf("node: listen pprof (--pprof): %w", err)
+		}
+		n.bg.Go(func() { _ = http.Serve(n.pprofLn, pprofMux()) })
+		n.log.Info("serving pprof", "addr", n.pprofLn.Addr().String())
+	}
 	return nil
+}
+
+func pprofMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 // HTTPAddr is the address the HTTP API and WebSocket listen on.
@@ -258,6 +277,9 @@ func (n *Node) teardown() {
 	}
 	if n.tcpLn != nil {
 		_ = n.tcpLn.Close()
+	}
+	if n.pprofLn != nil {
+		_ = n.pprofLn.Close()
 	}
 	n.bg.Wait()
 	if n.live != nil {

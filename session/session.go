@@ -89,7 +89,22 @@ func (s *Session) User() string {
 
 // Handle handles one frame from the client. The transport calls it for
 // each frame, in order, from its read loop; b may be reused afterwards.
+//
+// The work runs on a short-lived goroutine while the reader waits. Frames
+// are still handled one at a time, in order, but the deep call chains of
+// auth, send and sync grow that goroutine's stack, not the reader's: a
+// reader parked on an idle connection keeps a small stack, which is most
+// of what an idle connection costs.
 func (s *Session) Handle(b []byte) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.handle(b)
+	}()
+	<-done
+}
+
+func (s *Session) handle(b []byte) {
 	s.lastActive.Store(s.hub.now().UnixNano())
 	s.hmu.Lock()
 	defer s.hmu.Unlock()

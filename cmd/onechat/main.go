@@ -63,6 +63,7 @@ func serveCmd(args []string) error {
 	fs.Float64Var(&cfg.Session.SendRate, "send-rate", 100, "sends per second per connection (-1: no limit)")
 	fs.IntVar(&cfg.Session.SendBurst, "send-burst", 200, "sends allowed in a burst above --send-rate")
 	fs.IntVar(&cfg.Session.MaxConnsPerUser, "max-conns-per-user", 32, "connections per user on one node")
+	fs.StringVar(&cfg.PprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = usage(fs, "onechat [flags]\n       onechat token [flags] USER\n       onechat version")

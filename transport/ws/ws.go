@@ -40,7 +40,7 @@ const hardLimitFactor = 4
 // NewHandler returns a Handler feeding hub.
 func NewHandler(hub *session.Hub, log *slog.Logger, cfg Config) *Handler {
 	if cfg.ReadBufferSize <= 0 {
-		cfg.ReadBufferSize = 1024
+		cfg.ReadBufferSize = 512
 	}
 	h := &Handler{hub: hub, log: log, cfg: cfg}
 	h.up = gws.NewUpgrader(events{}, &gws.ServerOption{
