@@ -3,10 +3,14 @@ package node_test
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/onechat/onechat/node"
 )
 
 // Alice on WebSocket and Bob on TCP (twice) exchange messages both ways;
@@ -177,5 +181,24 @@ func TestPresenceForServices(t *testing.T) {
 	}
 	if v := ask(`{"user":"a b"}`); v["code"] != "bad_user" {
 		t.Fatalf("bad user: %v", v)
+	}
+}
+
+// Messages of every WebSocket length encoding (7-, 16- and 64-bit) reach
+// an independent client intact.
+func TestWebSocketFrameSizes(t *testing.T) {
+	tn := startNode(t, func(c *node.Config) { c.Session.MaxFrame = 256 << 10 })
+	alice := tn.tcp(t, "alice")
+	alice.auth("alice")
+	bob := tn.ws(t, "bob")
+	bob.auth("bob")
+	for _, n := range []int{1, 60, 125, 126, 65535 - 120, 65536, 100_000} {
+		body := strings.Repeat("x", n)
+		alice.sendTo("bob", "size-"+strconv.Itoa(n), body)
+		m := bob.expect("msg")
+		var got string
+		if err := json.Unmarshal(m.Body, &got); err != nil || got != body {
+			t.Fatalf("body of %d bytes arrived as %d bytes (%v)", n, len(got), err)
+		}
 	}
 }

@@ -288,6 +288,9 @@ func (n *Node) teardown() {
 	for _, nc := range n.shard {
 		nc.Close()
 	}
+	if n.inbox != nil {
+		n.inbox.Close()
+	}
 	if n.pub != nil {
 		n.pub.Close()
 	}

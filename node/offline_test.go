@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Bob is offline while Alice sends 100 messages; the node restarts; Bob
@@ -148,4 +150,41 @@ func TestSyncOnLiveConnection(t *testing.T) {
 		bob.expect("synced")
 	}
 	bob.alive()
+}
+
+// A retry after an attempt that stored only the recipient's copy stores
+// the sender's copy once, with the first attempt's id; a further retry
+// stores nothing.
+func TestRetryAfterPartialSend(t *testing.T) {
+	tn := startNode(t)
+	nc, err := nats.Connect(tn.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// What a node that died between the two writes leaves behind.
+	first := nats.NewMsg("oc.in.bob")
+	first.Header.Set("Nats-Msg-Id", "alice/r7")
+	first.Data = []byte(`{"op":"msg","id":"06h0000000000000000000000a","from":"alice","to":"bob","ts":5,"body":"x"}`)
+	if _, err := nc.RequestMsg(first, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	alice := tn.tcp(t, "alice")
+	alice.auth("alice")
+	for range 2 {
+		ack := alice.sendTo("bob", "r7", "x")
+		if ack.ID != "06h0000000000000000000000a" || !ack.Dup || ack.TS != 5 {
+			t.Fatalf("retry ack %+v", ack)
+		}
+	}
+	other := tn.tcp(t, "alice-2")
+	other.send(map[string]any{"op": "auth", "token": token(t, "alice"), "after": 0})
+	other.expect("ok")
+	if m := other.expect("msg"); m.ID != "06h0000000000000000000000a" {
+		t.Fatalf("sender copy %+v", m)
+	}
+	if s := other.expect("synced"); s.Count != 1 {
+		t.Fatalf("sender's inbox holds %d copies, want 1", s.Count)
+	}
 }

@@ -57,7 +57,9 @@ func (s *Session) authLocked(token, ref string, after *uint64) *protocol.Error {
 		s.beginSync()
 	}
 	s.user = claims.User
-	ctx, cancel := context.WithTimeout(s.ctx, h.cfg.StoreTimeout)
+	// Not derived from s.ctx: a child would leave a map in it for the
+	// life of the connection.
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
 	if perr := h.register(ctx, s, ok); perr != nil {
 		s.user = ""

@@ -42,6 +42,17 @@ func (o *outbox) push(f []byte) bool {
 
 // pushWait queues f, waiting for room until ctx is done.
 func (o *outbox) pushWait(ctx context.Context, f []byte) error {
+	return o.pushWaitRun(ctx, f, false)
+}
+
+// pushOwn is pushWait for the connection's own goroutine: when no writer
+// is running it writes the queue itself instead of starting one, saving a
+// goroutine hand-off on every reply.
+func (o *outbox) pushOwn(ctx context.Context, f []byte) error {
+	return o.pushWaitRun(ctx, f, true)
+}
+
+func (o *outbox) pushWaitRun(ctx context.Context, f []byte, inline bool) error {
 	for {
 		o.mu.Lock()
 		if o.closing {
@@ -51,6 +62,14 @@ func (o *outbox) pushWait(ctx context.Context, f []byte) error {
 		// An empty queue always takes the frame, so one frame larger than
 		// maxBytes cannot wait forever.
 		if len(o.frames) == 0 || (len(o.frames) < o.maxFrames && o.bytes+len(f) <= o.maxBytes) {
+			if inline && !o.running {
+				o.frames = append(o.frames, f)
+				o.bytes += len(f)
+				o.running = true
+				o.mu.Unlock()
+				o.run()
+				return nil
+			}
 			o.appendLocked(f)
 			o.mu.Unlock()
 			return nil

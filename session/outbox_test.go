@@ -145,3 +145,15 @@ func TestOutboxConcurrentPushers(t *testing.T) {
 		t.Fatalf("wrote %d frames, want 8000", n)
 	}
 }
+
+func TestOutboxPushOwnWritesInline(t *testing.T) {
+	s := &sink{}
+	o := newTestOutbox(s, 10)
+	if err := o.pushOwn(context.Background(), []byte("ack")); err != nil {
+		t.Fatal(err)
+	}
+	// Written by the caller itself: no writer goroutine to wait for.
+	if got := s.frames(); len(got) != 1 || got[0] != "ack" {
+		t.Fatalf("got %q", got)
+	}
+}

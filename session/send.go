@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -19,12 +20,16 @@ import (
 // Send stores a message from user from and returns its ack. Every
 // transport and the service API end here.
 //
-// The message is stored in the recipient's inbox first, then in the
-// sender's, each deduplicated by the sender's ref: a retry after a lost
-// ack finds both copies already stored and returns the first attempt's id.
-// The sender's copy carries origin so the sending session is not sent its
-// own message back. A message to oneself is stored once. The ack's seq is
-// the message's place in the sender's own inbox.
+// The message is stored in the recipient's inbox first, deduplicated by
+// the sender's ref, then in the sender's inbox. A retry after a lost ack
+// finds the recipient's copy already stored and returns the first
+// attempt's id. The sender's copy carries origin so the sending session is
+// not sent its own message back. A message to oneself is stored once. The
+// ack's seq is the message's place in the sender's own inbox.
+//
+// Only the recipient's copy carries a Nats-Msg-Id: JetStream keeps every
+// ID for the dedup window, and one per message halves that memory. A retry
+// looks for the sender's copy instead (see senderCopy).
 func (h *Hub) Send(from string, f *protocol.Frame, origin string) (protocol.Ack, *protocol.Error) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
@@ -40,34 +45,73 @@ func (h *Hub) Send(from string, f *protocol.Frame, origin string) (protocol.Ack,
 		msgID = bus.Token(from) + "/" + f.Ref
 	}
 
+	self := f.To == from
 	recipientOrigin := ""
-	if f.To == from {
+	if self {
 		recipientOrigin = origin
 	}
 	r, perr := h.appendCopy(ctx, f.To, data, msgID, recipientOrigin)
 	if perr != nil {
 		return protocol.Ack{}, perr
 	}
+	ack := protocol.Ack{Op: protocol.OpAck, Ref: f.Ref, ID: env.ID, Seq: r.Seq, TS: env.TS, Dup: r.Dup}
 	if r.Dup {
 		// The first attempt's envelope wins, so every copy and every
 		// retry carry one id.
-		if env, data, perr = h.storedEnvelope(ctx, r.Seq); perr != nil {
-			return protocol.Ack{}, perr
+		if ack, data, perr = h.firstAttempt(ctx, ack, r.Seq); perr != nil || self {
+			return ack, perr
+		}
+		if seq, found, perr := h.senderCopy(ctx, from, r.Seq, ack.ID); perr != nil || found {
+			ack.Seq = seq
+			return ack, perr
 		}
 	}
-	seq := r.Seq
-	if f.To != from {
-		var senderID string
-		if msgID != "" {
-			senderID = msgID + "/s"
-		}
-		rs, perr := h.appendCopy(ctx, from, data, senderID, origin)
-		if perr != nil {
-			return protocol.Ack{}, perr
-		}
-		seq = rs.Seq
+	if self {
+		return ack, nil
 	}
-	return protocol.Ack{Op: protocol.OpAck, Ref: f.Ref, ID: env.ID, Seq: seq, TS: env.TS, Dup: r.Dup}, nil
+	rs, perr := h.appendCopy(ctx, from, data, "", origin)
+	if perr != nil {
+		return protocol.Ack{}, perr
+	}
+	ack.Seq = rs.Seq
+	return ack, nil
+}
+
+// firstAttempt completes the ack of a duplicate with the id and time of
+// the message first stored at seq, and returns that message's envelope.
+func (h *Hub) firstAttempt(ctx context.Context, ack protocol.Ack, seq uint64) (protocol.Ack, []byte, *protocol.Error) {
+	env, data, perr := h.storedEnvelope(ctx, seq)
+	if perr != nil {
+		return ack, nil, perr
+	}
+	ack.ID, ack.TS = env.ID, env.TS
+	return ack, data, nil
+}
+
+// maxCopyScan bounds the search for a retried message's sender copy.
+const maxCopyScan = 256
+
+// senderCopy looks in from's inbox for the copy of message id that an
+// earlier attempt may have stored after the recipient's copy at
+// recipientSeq. Two retries of one ref racing each other can both miss it
+// and store the sender's copy twice; both copies carry the same id.
+func (h *Hub) senderCopy(ctx context.Context, from string, recipientSeq uint64, id string) (uint64, bool, *protocol.Error) {
+	prefix := []byte(`{"op":"msg","id":"` + id + `"`)
+	next := recipientSeq + 1
+	for range maxCopyScan {
+		st, err := h.inbox.Next(ctx, from, next)
+		if errors.Is(err, storage.ErrEnd) {
+			return 0, false, nil
+		}
+		if err != nil {
+			return 0, false, h.storeError(err)
+		}
+		if bytes.HasPrefix(st.Data, prefix) {
+			return st.Seq, true, nil
+		}
+		next = st.Seq + 1
+	}
+	return 0, false, nil
 }
 
 func (h *Hub) storedEnvelope(ctx context.Context, seq uint64) (protocol.Envelope, []byte, *protocol.Error) {

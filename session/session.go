@@ -89,29 +89,24 @@ func (s *Session) User() string {
 
 // Handle handles one frame from the client. The transport calls it for
 // each frame, in order, from its read loop; b may be reused afterwards.
-//
-// The work runs on a short-lived goroutine while the reader waits. Frames
-// are still handled one at a time, in order, but the deep call chains of
-// auth, send and sync grow that goroutine's stack, not the reader's: a
-// reader parked on an idle connection keeps a small stack, which is most
-// of what an idle connection costs.
 func (s *Session) Handle(b []byte) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.handle(b)
-	}()
-	<-done
+	s.lastActive.Store(s.hub.now().UnixNano())
+	f, perr := protocol.Decode(b, s.hub.cfg.MaxFrame)
+	if f == nil || f.Op != protocol.OpSend {
+		// Sends, the hot path, run on the reader; the rest on their own
+		// stack.
+		s.onOwnStack(func() { s.handle(f, perr) })
+		return
+	}
+	s.handle(f, perr)
 }
 
-func (s *Session) handle(b []byte) {
-	s.lastActive.Store(s.hub.now().UnixNano())
+func (s *Session) handle(f *protocol.Frame, perr *protocol.Error) {
 	s.hmu.Lock()
 	defer s.hmu.Unlock()
 	if s.closed {
 		return
 	}
-	f, perr := protocol.Decode(b, s.hub.cfg.MaxFrame)
 	if perr != nil {
 		s.replyError(perr)
 		return
@@ -138,9 +133,26 @@ func (s *Session) handle(b []byte) {
 // client should get, or nil; an ok frame has been queued on success. Call
 // it from the read loop, before the first Handle.
 func (s *Session) Authenticate(token string, after *uint64) *protocol.Error {
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	return s.authLocked(token, "", after)
+	var perr *protocol.Error
+	s.onOwnStack(func() {
+		s.hmu.Lock()
+		defer s.hmu.Unlock()
+		perr = s.authLocked(token, "", after)
+	})
+	return perr
+}
+
+// onOwnStack runs fn on a short-lived goroutine and waits for it. The
+// deep call chains of auth, sync and replies then grow that goroutine's
+// stack, not the reader's: a reader parked on an idle connection keeps a
+// small stack, which is most of what an idle connection costs.
+func (s *Session) onOwnStack(fn func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	<-done
 }
 
 // TooLarge tells the client a frame of n bytes was refused. The transport
@@ -176,7 +188,7 @@ func (s *Session) reply(frame []byte) {
 	// close must still reach the client.
 	ctx, cancel := context.WithTimeout(context.Background(), s.hub.cfg.WriteTimeout)
 	defer cancel()
-	err := s.out.pushWait(ctx, frame)
+	err := s.out.pushOwn(ctx, frame)
 	if err == context.DeadlineExceeded {
 		s.closeLocked(protocol.CodeSlowConsumer, "the client did not read its replies")
 	}

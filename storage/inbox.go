@@ -43,6 +43,7 @@ func (c *InboxConfig) applyDefaults() {
 type Inbox struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	acks   *acker
 }
 
 // Stored describes one message in an inbox.
@@ -79,8 +80,15 @@ func OpenInbox(ctx context.Context, js jetstream.JetStream, cfg InboxConfig) (*I
 	if err != nil {
 		return nil, fmt.Errorf("storage: create stream %s: %w", StreamName, err)
 	}
-	return &Inbox{js: js, stream: st}, nil
+	acks, err := newAcker(js.Conn())
+	if err != nil {
+		return nil, err
+	}
+	return &Inbox{js: js, stream: st, acks: acks}, nil
 }
+
+// Close stops waiting for acks; Appends in flight fail.
+func (in *Inbox) Close() { in.acks.close() }
 
 // AppendResult is the outcome of Append.
 type AppendResult struct {
@@ -93,20 +101,21 @@ type AppendResult struct {
 // with Dup set and stores nothing. origin, when set, is kept in the
 // Oc-Origin header.
 func (in *Inbox) Append(ctx context.Context, user string, envelope []byte, msgID, origin string) (AppendResult, error) {
-	m := nats.NewMsg(bus.InboxSubject(user))
-	m.Data = envelope
+	m := &nats.Msg{Subject: bus.InboxSubject(user), Data: envelope}
+	if origin != "" || msgID != "" {
+		m.Header = make(nats.Header, 2)
+	}
 	if origin != "" {
-		m.Header.Set(bus.HeaderOrigin, origin)
+		m.Header[bus.HeaderOrigin] = []string{origin}
 	}
-	var opts []jetstream.PublishOpt
 	if msgID != "" {
-		opts = append(opts, jetstream.WithMsgID(msgID))
+		m.Header[jetstream.MsgIDHeader] = []string{msgID}
 	}
-	ack, err := in.js.PublishMsg(ctx, m, opts...)
-	if err != nil {
-		return AppendResult{}, fmt.Errorf("storage: append to %s: %w", user, err)
+	r := in.acks.publish(ctx, m)
+	if r.err != nil {
+		return AppendResult{}, fmt.Errorf("storage: append to %s: %w", user, r.err)
 	}
-	return AppendResult{Seq: ack.Sequence, Dup: ack.Duplicate}, nil
+	return AppendResult{Seq: r.seq, Dup: r.dup}, nil
 }
 
 // Get returns the message stored at seq.

@@ -1,0 +1,106 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func openTestInbox(t *testing.T) *Inbox {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), DontListen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := OpenInbox(context.Background(), js, InboxConfig{MaxMsgSize: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.Close)
+	return in
+}
+
+func TestInboxAppendNextDedup(t *testing.T) {
+	in := openTestInbox(t)
+	ctx := context.Background()
+	a, err := in.Append(ctx, "bob", []byte("one"), "alice/r1", "")
+	if err != nil || a.Dup {
+		t.Fatalf("append: %+v %v", a, err)
+	}
+	b, err := in.Append(ctx, "bob.x", []byte("other user"), "", "sess-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := in.Append(ctx, "bob", []byte("one, retried"), "alice/r1", "")
+	if err != nil || !again.Dup || again.Seq != a.Seq {
+		t.Fatalf("retry: %+v %v, want dup of %d", again, err, a.Seq)
+	}
+	st, err := in.Next(ctx, "bob", 1)
+	if err != nil || st.Seq != a.Seq || string(st.Data) != "one" {
+		t.Fatalf("next: %+v %v", st, err)
+	}
+	if _, err := in.Next(ctx, "bob", a.Seq+1); !errors.Is(err, ErrEnd) {
+		t.Fatalf("past the end: %v", err)
+	}
+	if st, err := in.Next(ctx, "bob.x", 1); err != nil || st.Origin != "sess-1" || st.Seq != b.Seq {
+		t.Fatalf("encoded user: %+v %v", st, err)
+	}
+	first, last, err := in.Bounds(ctx)
+	if err != nil || first != 1 || last != b.Seq {
+		t.Fatalf("bounds %d %d %v", first, last, err)
+	}
+}
+
+func TestInboxAppendTooLarge(t *testing.T) {
+	in := openTestInbox(t)
+	_, err := in.Append(context.Background(), "bob", make([]byte, 2048), "", "")
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		t.Fatalf("got %v, want message-too-large API error", err)
+	}
+}
+
+func TestParseAck(t *testing.T) {
+	for _, tc := range []struct {
+		data string
+		seq  uint64
+		dup  bool
+		err  bool
+	}{
+		{`{"stream":"OC_INBOX","seq":42}`, 42, false, false},
+		{`{"stream":"OC_INBOX","seq":7,"duplicate":true}`, 7, true, false},
+		{`{"stream":"OC_INBOX","seq": 8,"duplicate": true}`, 8, true, false},
+		{`{"stream":"OC_INBOX","seq":9,"duplicate":false}`, 9, false, false},
+		{`{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}}`, 0, false, true},
+		{`{"stream":"OC_INBOX"}`, 0, false, true},
+		{`garbage`, 0, false, true},
+	} {
+		r := parseAck(&nats.Msg{Data: []byte(tc.data)})
+		if r.seq != tc.seq || r.dup != tc.dup || (r.err != nil) != tc.err {
+			t.Errorf("%s: got %+v", tc.data, r)
+		}
+	}
+	r := parseAck(&nats.Msg{Header: nats.Header{"Status": {"503"}}})
+	if !errors.Is(r.err, nats.ErrNoResponders) {
+		t.Errorf("no responders: %v", r.err)
+	}
+}
