@@ -27,7 +27,7 @@ type testNode struct {
 	cfg node.Config
 }
 
-func startNode(t *testing.T, tweak ...func(*node.Config)) *testNode {
+func startNode(t testing.TB, tweak ...func(*node.Config)) *testNode {
 	t.Helper()
 	cfg := node.Config{
 		DataDir:   t.TempDir(),
@@ -46,7 +46,7 @@ func startNode(t *testing.T, tweak ...func(*node.Config)) *testNode {
 	return tn
 }
 
-func (tn *testNode) start(t *testing.T) {
+func (tn *testNode) start(t testing.TB) {
 	t.Helper()
 	n, err := node.Start(context.Background(), tn.cfg)
 	if err != nil {
@@ -55,7 +55,7 @@ func (tn *testNode) start(t *testing.T) {
 	tn.Node = n
 }
 
-func (tn *testNode) stop(t *testing.T) {
+func (tn *testNode) stop(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -65,29 +65,29 @@ func (tn *testNode) stop(t *testing.T) {
 }
 
 // restart stops the node and starts it again on the same data directory.
-func (tn *testNode) restart(t *testing.T) {
+func (tn *testNode) restart(t testing.TB) {
 	t.Helper()
 	tn.stop(t)
 	tn.start(t)
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
 
-func token(t *testing.T, user string) string {
+func token(t testing.TB, user string) string {
 	t.Helper()
 	return tokenTTL(t, user, time.Hour)
 }
 
-func tokenTTL(t *testing.T, user string, ttl time.Duration) string {
+func tokenTTL(t testing.TB, user string, ttl time.Duration) string {
 	t.Helper()
 	tok, err := auth.Sign([]byte(testSecret), user, ttl)
 	if err != nil {
@@ -122,7 +122,7 @@ type frame struct {
 // client is a test client on any socket transport. Frames are read by a
 // goroutine into a channel, so a test waits on them with a timeout.
 type client struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	write  func([]byte) error
 	wsPing func(context.Context) error // WebSocket clients only
@@ -219,7 +219,7 @@ func (c *client) ended() error {
 	return nil
 }
 
-func newClient(t *testing.T, name string) *client {
+func newClient(t testing.TB, name string) *client {
 	return &client{t: t, name: name, frames: make(chan frame, 4096), done: make(chan error, 1)}
 }
 
@@ -233,7 +233,7 @@ func (c *client) deliver(b []byte) {
 }
 
 // dialTCP connects a raw TCP client: newline-delimited JSON.
-func dialTCP(t *testing.T, addr, name string) *client {
+func dialTCP(t testing.TB, addr, name string) *client {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -262,7 +262,7 @@ func dialTCP(t *testing.T, addr, name string) *client {
 
 // dialWS connects a WebSocket client from github.com/coder/websocket, a
 // different library from the server's.
-func dialWS(t *testing.T, url, name string, header http.Header) *client {
+func dialWS(t testing.TB, url, name string, header http.Header) *client {
 	t.Helper()
 	conn, resp, err := websocket.Dial(context.Background(), url, &websocket.DialOptions{HTTPHeader: header})
 	if err != nil {
@@ -294,16 +294,16 @@ func dialWS(t *testing.T, url, name string, header http.Header) *client {
 	return c
 }
 
-func (tn *testNode) ws(t *testing.T, name string) *client {
+func (tn *testNode) ws(t testing.TB, name string) *client {
 	return dialWS(t, "ws://"+tn.HTTPAddr()+"/ws", name, nil)
 }
 
-func (tn *testNode) tcp(t *testing.T, name string) *client {
+func (tn *testNode) tcp(t testing.TB, name string) *client {
 	return dialTCP(t, tn.TCPAddr(), name)
 }
 
 // httpDo sends an HTTP request as user and decodes the JSON answer.
-func (tn *testNode) httpDo(t *testing.T, method, path, user, body string) (int, frame) {
+func (tn *testNode) httpDo(t testing.TB, method, path, user, body string) (int, frame) {
 	t.Helper()
 	req, err := http.NewRequest(method, "http://"+tn.HTTPAddr()+path, strings.NewReader(body))
 	if err != nil {
@@ -328,7 +328,7 @@ func (tn *testNode) httpDo(t *testing.T, method, path, user, body string) (int, 
 	return resp.StatusCode, f
 }
 
-func bodyText(t *testing.T, f frame) string {
+func bodyText(t testing.TB, f frame) string {
 	t.Helper()
 	var v struct {
 		Text string `json:"text"`
