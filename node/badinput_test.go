@@ -1,7 +1,13 @@
 package node_test
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -252,4 +258,38 @@ func TestHTTPErrors(t *testing.T) {
 	if status, _ := tn.httpDo(t, "GET", "/readyz", "", ""); status != 200 {
 		t.Fatalf("readyz %d", status)
 	}
+}
+
+// A WebSocket frame claiming a 64-bit length of 2^63 or more once made gws
+// slice with a negative length and panic, killing the node.
+func TestWebSocketHugeLengthDoesNotCrash(t *testing.T) {
+	tn := startNode(t)
+	other := tn.tcp(t, "other")
+	other.auth("other")
+
+	conn, err := net.Dial("tcp", tn.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	frame := []byte{0x81, 0xff}
+	frame = binary.BigEndian.AppendUint64(frame, 1<<63)
+	if _, err := conn.Write(append(frame, "abcd"...)); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		t.Fatalf("connection not closed: %v", err)
+	}
+	other.alive()
 }

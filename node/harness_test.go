@@ -64,6 +64,14 @@ func (tn *testNode) stop(t testing.TB) {
 	}
 }
 
+// alive checks the node still serves a new connection.
+func (tn *testNode) alive(t testing.TB) {
+	t.Helper()
+	c := tn.tcp(t, "probe")
+	c.auth("probe")
+	c.alive()
+}
+
 // restart stops the node and starts it again on the same data directory.
 func (tn *testNode) restart(t testing.TB) {
 	t.Helper()

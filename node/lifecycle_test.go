@@ -2,7 +2,11 @@ package node_test
 
 import (
 	"context"
+	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -205,4 +209,47 @@ func TestWebSocketPingAfterWriteTimeout(t *testing.T) {
 		t.Fatalf("ping: %v", err)
 	}
 	c.alive()
+}
+
+// A node that cannot start returns an error saying why and leaves nothing
+// running (it once panicked in its own clean-up instead).
+func TestStartFailures(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	running := startNode(t)
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		tweak func(*node.Config)
+		want  string
+	}{
+		{"short secret", func(c *node.Config) { c.JWTSecret = "short" }, "jwt secret"},
+		{"http port in use", func(c *node.Config) { c.HTTPAddr = busy.Addr().String() }, "--http"},
+		{"tcp port in use", func(c *node.Config) { c.TCPAddr = busy.Addr().String() }, "--tcp"},
+		{"nats port in use", func(c *node.Config) { c.NATSAddr = busy.Addr().String() }, "nats"},
+		{"data dir in use", func(c *node.Config) { c.DataDir = running.cfg.DataDir }, "in use"},
+		{"data dir is a file", func(c *node.Config) { c.DataDir = notDir }, "data directory"},
+		{"bad port", func(c *node.Config) { c.HTTPAddr = "127.0.0.1:99999" }, "--http"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := node.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0",
+				NATSAddr: "127.0.0.1:0", JWTSecret: testSecret, Log: testLogger(t)}
+			tc.tweak(&cfg)
+			n, err := node.Start(context.Background(), cfg)
+			if err == nil {
+				n.Shutdown(context.Background())
+				t.Fatal("started")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+	running.alive(t)
 }

@@ -45,12 +45,18 @@ func startNATS(cfg *Config, serverName string) (*server.Server, error) {
 	logger := &natsLogger{log: cfg.Log.With("component", "nats")}
 	ns.SetLoggerV2(logger, false, false, false)
 	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		ns.Shutdown()
+	// Poll, so that a fatal start-up error (a port in use) ends the wait
+	// at once instead of after the whole timeout.
+	deadline := time.Now().Add(30 * time.Second)
+	for !ns.ReadyForConnections(50 * time.Millisecond) {
 		if err := logger.fatal(); err != nil {
+			ns.Shutdown()
 			return nil, fmt.Errorf("nats: %w", err)
 		}
-		return nil, errors.New("nats: server not ready after 30s")
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return nil, errors.New("nats: server not ready after 30s")
+		}
 	}
 	if err := logger.fatal(); err != nil {
 		ns.Shutdown()

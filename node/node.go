@@ -57,25 +57,21 @@ type Node struct {
 
 // Start starts a node and returns once it serves every listener. On error
 // everything started so far is stopped again.
-func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+func Start(ctx context.Context, cfg Config) (*Node, error) {
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("node: invalid configuration:\n%w", err)
 	}
-	n = &Node{cfg: cfg, log: cfg.Log}
-	defer func() {
-		if err != nil {
+	n := &Node{cfg: cfg, log: cfg.Log}
+	for _, step := range []func() error{
+		func() error { return n.openStores(ctx) },
+		func() error { return n.startCore(ctx) },
+		n.listen,
+	} {
+		if err := step(); err != nil {
 			n.teardown()
+			return nil, err
 		}
-	}()
-	if err := n.openStores(ctx); err != nil {
-		return nil, err
-	}
-	if err := n.startCore(ctx); err != nil {
-		return nil, err
-	}
-	if err := n.listen(); err != nil {
-		return nil, err
 	}
 	n.ready.Store(true)
 	return n, nil

@@ -5,6 +5,7 @@ package ws
 import (
 	"bufio"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -106,7 +107,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	st.s = h.hub.Open(&conn{socket: socket, lc: lc, writeTimeout: h.cfg.WriteTimeout})
 	socket.Session().Store("", st)
-	go socket.ReadLoop()
+	go h.readLoop(socket, lc, st.s)
+}
+
+// readLoop runs gws's reader. gws recovers panics in our callbacks but not
+// in its own frame parser: gws v1.9.1 panics on a 64-bit frame length of
+// 2^63 or more. A panic here must cost one connection, not the node.
+func (h *Handler) readLoop(socket *gws.Conn, lc *lockedConn, s *session.Session) {
+	defer func() {
+		if r := recover(); r != nil {
+			h.log.Warn("websocket reader failed; connection dropped",
+				"remote", lc.RemoteAddr().String(), "panic", r)
+			_ = lc.Close()
+			s.Closed(fmt.Errorf("websocket reader: %v", r))
+		}
+	}()
+	socket.ReadLoop()
 }
 
 // events receives gws callbacks for every connection; the session rides
