@@ -3,10 +3,13 @@ package node_test
 import (
 	"fmt"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/onechat/onechat/node"
 )
 
 // Bob is offline while Alice sends 100 messages; the node restarts; Bob
@@ -186,5 +189,54 @@ func TestRetryAfterPartialSend(t *testing.T) {
 	}
 	if s := other.expect("synced"); s.Count != 1 {
 		t.Fatalf("sender's inbox holds %d copies, want 1", s.Count)
+	}
+}
+
+// Several connections racing to send the same refs store each message
+// once in each inbox.
+func TestRacingRetriesStoreOnce(t *testing.T) {
+	tn := startNode(t, func(c *node.Config) { c.Session.SendRate = -1 })
+	const refs, conns = 300, 4
+	var wg sync.WaitGroup
+	for i := range conns {
+		c := tn.tcp(t, "alice-"+strconv.Itoa(i))
+		c.auth("alice")
+		wg.Go(func() {
+			for r := range refs {
+				_ = c.write([]byte(`{"op":"send","ref":"k` + strconv.Itoa(r) + `","to":"bob","body":1}`))
+			}
+			for acks := 0; acks < refs; {
+				switch f := <-c.frames; f.Op {
+				case "ack":
+					acks++
+				case "msg": // the copies other connections sent
+				default:
+					t.Errorf("got %+v", f)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, user := range []string{"alice", "bob"} {
+		ids := map[string]int{}
+		after := uint64(0)
+		for {
+			_, page := tn.httpDo(t, "GET", fmt.Sprintf("/v1/messages?after=%d", after), user, "")
+			for _, m := range page.Msgs {
+				ids[m.ID]++
+			}
+			after = page.Cursor
+			if !page.More {
+				break
+			}
+		}
+		total := 0
+		for _, n := range ids {
+			total += n
+		}
+		if len(ids) != refs || total != refs {
+			t.Errorf("%s's inbox: %d messages with %d ids, want %d once each", user, total, len(ids), refs)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"strings"
 	"sync"
@@ -92,6 +93,8 @@ type Hub struct {
 
 	users    userTable
 	sessions sessionSet
+	refLocks [1024]sync.Mutex // striped by send ref; see Send
+	refSeed  maphash.Seed
 	nextID   atomic.Uint64
 	closing  atomic.Bool
 	open     sync.WaitGroup // one per session from Open to its end
@@ -122,6 +125,7 @@ func NewHub(d HubDeps) *Hub {
 	}
 	h.users.init()
 	h.sessions.init()
+	h.refSeed = maphash.MakeSeed()
 	h.warn.log = d.Log
 	return h
 }

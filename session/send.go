@@ -7,6 +7,7 @@ import (
 	"encoding/base32"
 	"encoding/binary"
 	"errors"
+	"hash/maphash"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,7 +30,8 @@ import (
 //
 // Only the recipient's copy carries a Nats-Msg-Id: JetStream keeps every
 // ID for the dedup window, and one per message halves that memory. A retry
-// looks for the sender's copy instead (see senderCopy).
+// looks for the sender's copy instead (see senderCopy); attempts with the
+// same ref on one node are serialized so that it finds it.
 func (h *Hub) Send(from string, f *protocol.Frame, origin string) (protocol.Ack, *protocol.Error) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
@@ -43,6 +45,11 @@ func (h *Hub) Send(from string, f *protocol.Frame, origin string) (protocol.Ack,
 	var msgID string
 	if f.Ref != "" {
 		msgID = bus.Token(from) + "/" + f.Ref
+		// Attempts with one ref on this node take turns, so a retry sees
+		// the sender's copy of an attempt still in flight.
+		mu := &h.refLocks[maphash.String(h.refSeed, msgID)%uint64(len(h.refLocks))]
+		mu.Lock()
+		defer mu.Unlock()
 	}
 
 	self := f.To == from
@@ -93,8 +100,8 @@ const maxCopyScan = 256
 
 // senderCopy looks in from's inbox for the copy of message id that an
 // earlier attempt may have stored after the recipient's copy at
-// recipientSeq. Two retries of one ref racing each other can both miss it
-// and store the sender's copy twice; both copies carry the same id.
+// recipientSeq. Attempts racing on two nodes of a cluster can both miss
+// it and store the sender's copy twice; both copies carry the same id.
 func (h *Hub) senderCopy(ctx context.Context, from string, recipientSeq uint64, id string) (uint64, bool, *protocol.Error) {
 	prefix := []byte(`{"op":"msg","id":"` + id + `"`)
 	next := recipientSeq + 1
