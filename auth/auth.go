@@ -78,8 +78,8 @@ func Sign(secret []byte, user string, ttl time.Duration) (string, error) {
 	if err := protocol.CheckUserID(user); err != nil {
 		return "", fmt.Errorf("auth: %w", err)
 	}
-	if ttl <= 0 {
-		return "", errors.New("auth: ttl must be positive")
+	if ttl < time.Second {
+		return "", errors.New("auth: ttl must be at least 1s (token times count whole seconds)")
 	}
 	now := time.Now()
 	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
@@ -92,6 +92,12 @@ func Sign(secret []byte, user string, ttl time.Duration) (string, error) {
 		return "", fmt.Errorf("auth: sign: %w", err)
 	}
 	return s, nil
+}
+
+// HasSecretFile reports whether dataDir holds a generated secret.
+func HasSecretFile(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, SecretFile))
+	return err == nil
 }
 
 // LoadSecret returns the secret a node uses: explicit when not empty,
@@ -159,4 +165,15 @@ func createSecret(dataDir, path string) ([]byte, error) {
 		return nil, fmt.Errorf("auth: write secret: %w", err)
 	}
 	return []byte(secret), nil
+}
+
+// BearerToken returns the token of an Authorization header value using
+// the Bearer scheme, whose name is case-insensitive (RFC 9110).
+func BearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
+	token = strings.TrimSpace(token)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", false
+	}
+	return token, true
 }

@@ -70,3 +70,22 @@ func TestLoadSecretGeneratesOnce(t *testing.T) {
 		t.Fatal("short secret accepted")
 	}
 }
+
+func TestBearerToken(t *testing.T) {
+	for _, tc := range []struct {
+		in, tok string
+		ok      bool
+	}{
+		{"Bearer abc", "abc", true},
+		{"bearer abc", "abc", true},
+		{"BEARER  abc ", "abc", true},
+		{"Basic abc", "", false},
+		{"Bearer", "", false},
+		{"Bearer ", "", false},
+		{"", "", false},
+	} {
+		if tok, ok := BearerToken(tc.in); tok != tc.tok || ok != tc.ok {
+			t.Errorf("%q: got %q %v", tc.in, tok, ok)
+		}
+	}
+}

@@ -38,8 +38,8 @@ func TestBadFramesKeepConnection(t *testing.T) {
 		{"empty to", `{"op":"send","ref":"m2","to":"","body":1}`, "missing_field", "m2"},
 		{"missing body", `{"op":"send","ref":"m3","to":"bob"}`, "missing_field", "m3"},
 		{"null body", `{"op":"send","ref":"m4","to":"bob","body":null}`, "missing_field", "m4"},
-		{"to not a string", `{"op":"send","to":5,"body":1}`, "bad_field", ""},
-		{"after not a number", `{"op":"sync","after":"x"}`, "bad_field", ""},
+		{"to not a string", `{"op":"send","ref":"t1","to":5,"body":1}`, "bad_field", "t1"},
+		{"after not a number", `{"op":"sync","ref":"s1","after":"x"}`, "bad_field", "s1"},
 		{"after negative", `{"op":"sync","after":-1}`, "bad_field", ""},
 		{"ref with control char", `{"op":"ping","ref":"a\nb"}`, "bad_field", ""},
 		{"ref too long", `{"op":"ping","ref":"` + strings.Repeat("r", 129) + `"}`, "bad_field", ""},
@@ -246,6 +246,9 @@ func TestHTTPErrors(t *testing.T) {
 		{"bad after", "GET", "/v1/messages?after=x", "a", "", "bad_field", 400},
 		{"cursor ahead", "GET", "/v1/messages?after=99999", "a", "", "bad_cursor", 400},
 		{"method", "DELETE", "/v1/messages", "a", "", "method_not_allowed", 405},
+		{"method before auth", "PUT", "/v1/messages", "", "", "method_not_allowed", 405},
+		{"health method", "DELETE", "/healthz", "", "", "method_not_allowed", 405},
+		{"ws method", "POST", "/ws", "", "", "method_not_allowed", 405},
 		{"no route", "GET", "/v2/nothing", "a", "", "not_found", 404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -255,8 +258,16 @@ func TestHTTPErrors(t *testing.T) {
 			}
 		})
 	}
-	if status, _ := tn.httpDo(t, "GET", "/readyz", "", ""); status != 200 {
-		t.Fatalf("readyz %d", status)
+	// The scheme name is case-insensitive.
+	req, _ := http.NewRequest("GET", "http://"+tn.HTTPAddr()+"/v1/messages", nil)
+	req.Header.Set("Authorization", "bearer "+token(t, "a"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("lower-case bearer: %d", resp.StatusCode)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/onechat/onechat/node"
 )
@@ -252,4 +253,21 @@ func TestStartFailures(t *testing.T) {
 		})
 	}
 	running.alive(t)
+}
+
+// A token expiring past 2262 (beyond int64 nanoseconds) keeps its
+// connection open; it was once closed as expired within a second.
+func TestFarFutureTokenExpiry(t *testing.T) {
+	tn := startNode(t)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": "alice", "exp": int64(9999999999),
+	}).SignedString([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tn.tcp(t, "far")
+	c.send(map[string]string{"op": "auth", "token": tok})
+	c.expect("ok")
+	time.Sleep(2500 * time.Millisecond) // two sweeps
+	c.alive()
 }

@@ -146,10 +146,10 @@ func (n *Node) startCore(ctx context.Context) error {
 		MaxFrame: n.cfg.Session.MaxFrame, Ready: n.readyErr,
 	})
 	mux := http.NewServeMux()
-	mux.Handle("GET /ws", ws.NewHandler(n.hub, n.log, ws.Config{
+	mux.Handle("/ws", httpapi.Methods(ws.NewHandler(n.hub, n.log, ws.Config{
 		MaxFrame: n.cfg.Session.MaxFrame, WriteTimeout: n.cfg.Session.WriteTimeout,
 		ReadBufferSize: n.cfg.WSReadBuffer,
-	}))
+	}), http.MethodGet))
 	httpAPI.Register(mux)
 	n.httpSrv = &http.Server{
 		Handler:           mux,

@@ -58,7 +58,13 @@ func Decode(b []byte, maxSize int) (*Frame, *Error) {
 	}
 	var f Frame
 	if err := json.Unmarshal(trimmed, &f); err != nil {
-		return nil, decodeError(err)
+		e := decodeError(err)
+		// After a type error the rest of the object is still decoded, so
+		// a valid ref can be echoed.
+		if e.Code == CodeBadField && checkRef(f.Ref) == nil {
+			e.Ref = f.Ref
+		}
+		return nil, e
 	}
 	// An invalid ref is not echoed: it is what is wrong.
 	if err := checkRef(f.Ref); err != nil {

@@ -29,7 +29,7 @@ func CheckUserID(id string) error {
 		case unicode.IsSpace(r):
 			return errors.New("user ID contains whitespace")
 		case unicode.IsControl(r), unicode.Is(unicode.Cf, r):
-			return errors.New("user ID contains a control character")
+			return errors.New("user ID contains a control or format character")
 		}
 	}
 	return nil

@@ -27,7 +27,7 @@ type Config struct {
 	WriteTimeout    time.Duration // longest a write to a client may block; 10s
 	StoreTimeout    time.Duration // longest a store operation may take; 5s
 	OutboxFrames    int           // frames queued per connection; 512
-	OutboxBytes     int           // bytes queued per connection; 1 MiB
+	OutboxBytes     int           // bytes queued per connection; 1 MiB or 4 frames
 	MaxConnsPerUser int           // connections per user on one node; 32
 	SendRate        float64       // sends per second per connection; 100 (negative: no limit)
 	SendBurst       int           // burst above SendRate; 200
@@ -54,7 +54,7 @@ func (c *Config) ApplyDefaults() {
 	def(&c.WriteTimeout, 10*time.Second)
 	def(&c.StoreTimeout, 5*time.Second)
 	defInt(&c.OutboxFrames, 512)
-	defInt(&c.OutboxBytes, 1<<20)
+	defInt(&c.OutboxBytes, max(1<<20, 4*c.MaxFrame))
 	defInt(&c.MaxConnsPerUser, 32)
 	if c.SendRate == 0 {
 		c.SendRate = 100

@@ -44,7 +44,7 @@ func (s *Session) authLocked(token, ref string, after *uint64) *protocol.Error {
 		Exp:      claims.Expiry.Unix(),
 	})
 	if s.user != "" {
-		s.expires.Store(claims.Expiry.UnixNano())
+		s.expires.Store(claims.Expiry.Unix())
 		s.reply(ok)
 		return nil
 	}
@@ -66,7 +66,7 @@ func (s *Session) authLocked(token, ref string, after *uint64) *protocol.Error {
 		s.endSync(0)
 		return perr
 	}
-	s.expires.Store(claims.Expiry.UnixNano())
+	s.expires.Store(claims.Expiry.Unix())
 	h.log.Debug("connection authenticated", "session", s.id, "user", s.user)
 	if after != nil {
 		s.runSync(ref, *after, expired, skipRange{})

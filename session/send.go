@@ -149,6 +149,9 @@ func (h *Hub) storeError(err error) *protocol.Error {
 		return protocol.Errorf(protocol.CodeFrameTooLarge, "message is larger than the store accepts")
 	}
 	switch {
+	case errors.Is(err, context.Canceled):
+		// The client went away mid-request; nobody reads the answer.
+		return protocol.Errorf(protocol.CodeUnavailable, "request cancelled")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
 		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining):

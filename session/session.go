@@ -44,7 +44,7 @@ type Session struct {
 
 	openedAt   time.Time
 	lastActive atomic.Int64 // unix ns of the last frame received
-	expires    atomic.Int64 // unix ns of token expiry; 0 before auth
+	expires    atomic.Int64 // unix seconds of token expiry; 0 before auth
 
 	// Set once at auth, under hmu, before the session is registered.
 	user string
@@ -280,7 +280,7 @@ func (s *Session) Closed(err error) {
 // sweep closes sessions that stayed silent, never authenticated or hold
 // an expired token. One pass a second replaces a timer per connection.
 func (h *Hub) sweep(now time.Time) {
-	ns := now.UnixNano()
+	ns, secs := now.UnixNano(), now.Unix()
 	idle := h.cfg.IdleTimeout.Nanoseconds()
 	authBy := now.Add(-h.cfg.AuthTimeout)
 	h.sessions.each(func(s *Session) {
@@ -292,7 +292,7 @@ func (h *Hub) sweep(now time.Time) {
 		case exp == 0 && s.openedAt.Before(authBy):
 			s.swept.Store(true)
 			go s.Shutdown(protocol.CodeAuthRequired, "no auth within "+h.cfg.AuthTimeout.String())
-		case exp != 0 && ns >= exp:
+		case exp != 0 && secs >= exp:
 			s.swept.Store(true)
 			go s.Shutdown(protocol.CodeTokenExpired, "the token expired; reconnect with a new one")
 		case ns-s.lastActive.Load() > idle:

@@ -111,18 +111,29 @@ func tokenCmd(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// Flags may also follow the user ID.
+	user := fs.Arg(0)
+	if fs.NArg() > 0 {
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return err
+		}
+	}
 	if err := applyEnv(fs); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
+	if user == "" || fs.NArg() != 0 {
 		fs.Usage()
 		return errors.New("token needs exactly one user ID")
+	}
+	if *secret == "" && !auth.HasSecretFile(*dataDir) {
+		fmt.Fprintf(os.Stderr, "onechat: no secret in %s yet; created one. "+
+			"A node uses it only when started with --data %s and no --jwt-secret.\n", *dataDir, *dataDir)
 	}
 	key, err := auth.LoadSecret(*secret, *dataDir)
 	if err != nil {
 		return err
 	}
-	tok, err := auth.Sign(key, fs.Arg(0), *ttl)
+	tok, err := auth.Sign(key, user, *ttl)
 	if err != nil {
 		return err
 	}

@@ -40,13 +40,29 @@ func New(hub *session.Hub, verify *auth.Verifier, log *slog.Logger, cfg Config) 
 
 // Register adds the API's routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
-	mux.HandleFunc("/v1/messages", a.messages)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("/v1/messages", Methods(http.HandlerFunc(a.messages), http.MethodGet, http.MethodPost))
+	mux.Handle("/healthz", Methods(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", a.readyz)
+	}), http.MethodGet))
+	mux.Handle("/readyz", Methods(http.HandlerFunc(a.readyz), http.MethodGet))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// Methods lets only the given methods (and HEAD with GET) reach h; others
+// get method_not_allowed with an Allow header.
+func Methods(h http.Handler, methods ...string) http.Handler {
+	allow := strings.Join(methods, ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range methods {
+			if r.Method == m || (r.Method == http.MethodHead && m == http.MethodGet) {
+				h.ServeHTTP(w, r)
+				return
+			}
+		}
+		w.Header().Set("Allow", allow)
+		writeError(w, protocol.Errorf(protocol.CodeMethodNotAllowed, "%s %s: use %s", r.Method, r.URL.Path, allow))
 	})
 }
 
@@ -64,20 +80,16 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, perr)
 		return
 	}
-	switch r.Method {
-	case http.MethodPost:
+	if r.Method == http.MethodPost {
 		a.send(w, r, user)
-	case http.MethodGet:
-		a.sync(w, r, user)
-	default:
-		w.Header().Set("Allow", "GET, POST")
-		writeError(w, protocol.Errorf(protocol.CodeMethodNotAllowed, "use GET to sync or POST to send"))
+		return
 	}
+	a.sync(w, r, user)
 }
 
 func (a *API) authenticate(r *http.Request) (string, *protocol.Error) {
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || token == "" {
+	token, ok := auth.BearerToken(r.Header.Get("Authorization"))
+	if !ok {
 		return "", protocol.Errorf(protocol.CodeAuthRequired, "send Authorization: Bearer <token>")
 	}
 	claims, err := a.verify.Verify(token)

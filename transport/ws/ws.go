@@ -10,12 +10,12 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/lxzan/gws"
 
+	"github.com/onechat/onechat/auth"
 	"github.com/onechat/onechat/protocol"
 	"github.com/onechat/onechat/session"
 )
@@ -71,12 +71,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	st := &state{token: q.Get("token"), writeTimeout: h.cfg.WriteTimeout}
 	if st.token == "" {
-		st.token, _ = strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		st.token, _ = auth.BearerToken(r.Header.Get("Authorization"))
 	}
 	if a := q.Get("after"); a != "" {
 		after, err := strconv.ParseUint(a, 10, 64)
 		if err != nil {
-			http.Error(w, "after must be a non-negative integer", http.StatusBadRequest)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write(protocol.EncodeError(protocol.Errorf(protocol.CodeBadField,
+				"after must be a non-negative integer")))
 			return
 		}
 		st.after = &after
