@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"strings"
 	"sync"
@@ -93,8 +92,7 @@ type Hub struct {
 
 	users    userTable
 	sessions sessionSet
-	refLocks [1024]sync.Mutex // striped by send ref; see Send
-	refSeed  maphash.Seed
+	refs     refGate // one send at a time per ref; see Send
 	nextID   atomic.Uint64
 	closing  atomic.Bool
 	open     sync.WaitGroup // one per session from Open to its end
@@ -125,7 +123,7 @@ func NewHub(d HubDeps) *Hub {
 	}
 	h.users.init()
 	h.sessions.init()
-	h.refSeed = maphash.MakeSeed()
+	h.refs.init()
 	h.warn.log = d.Log
 	return h
 }

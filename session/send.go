@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/maphash"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -47,9 +48,7 @@ func (h *Hub) Send(from string, f *protocol.Frame, origin string) (protocol.Ack,
 		msgID = bus.Token(from) + "/" + f.Ref
 		// Attempts with one ref on this node take turns, so a retry sees
 		// the sender's copy of an attempt still in flight.
-		mu := &h.refLocks[maphash.String(h.refSeed, msgID)%uint64(len(h.refLocks))]
-		mu.Lock()
-		defer mu.Unlock()
+		defer h.refs.enter(msgID)()
 	}
 
 	self := f.To == from
@@ -226,4 +225,44 @@ func newMessageID(now time.Time) string {
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
 	_, _ = rand.Read(b[6:])
 	return idEncoding.EncodeToString(b[:])
+}
+
+// refGate lets one send at a time proceed per ref. Only attempts with the
+// same ref wait for each other; sends with different refs never do.
+type refGate struct {
+	seed   maphash.Seed
+	shards [64]struct {
+		mu   sync.Mutex
+		busy map[string]chan struct{}
+	}
+}
+
+func (g *refGate) init() {
+	g.seed = maphash.MakeSeed()
+	for i := range g.shards {
+		g.shards[i].busy = make(map[string]chan struct{})
+	}
+}
+
+// enter waits until no other send holds key, takes it, and returns the
+// function that releases it.
+func (g *refGate) enter(key string) (leave func()) {
+	sh := &g.shards[maphash.String(g.seed, key)%uint64(len(g.shards))]
+	for {
+		sh.mu.Lock()
+		held, ok := sh.busy[key]
+		if !ok {
+			mine := make(chan struct{})
+			sh.busy[key] = mine
+			sh.mu.Unlock()
+			return func() {
+				sh.mu.Lock()
+				delete(sh.busy, key)
+				sh.mu.Unlock()
+				close(mine)
+			}
+		}
+		sh.mu.Unlock()
+		<-held
+	}
 }
