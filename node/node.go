@@ -219,9 +219,6 @@ func (n *Node) NATSURL() string {
 // ID is the node's ID, stable for its data directory.
 func (n *Node) ID() string { return n.nodeID }
 
-// Hub returns the node's chat hub.
-func (n *Node) Hub() *session.Hub { return n.hub }
-
 func (n *Node) readyErr() error {
 	switch {
 	case !n.ready.Load():

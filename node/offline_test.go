@@ -63,6 +63,14 @@ func TestOfflineMessagesSurviveRestart(t *testing.T) {
 	}
 }
 
+// sendNumbered sends bob messages first..last-1, waiting for each ack.
+func sendNumbered(c *client, prefix string, first, last int) {
+	c.t.Helper()
+	for i := first; i < last; i++ {
+		c.sendTo("bob", refN(prefix, i), text(strconv.Itoa(i)))
+	}
+}
+
 // sendConcurrently sends messages first..last-1 from c to bob while the
 // test goes on; wait for the acks with the returned function.
 func sendConcurrently(c *client, prefix string, first, last int) (waitAcks func()) {
@@ -89,9 +97,7 @@ func TestResumeInAuthWhileLive(t *testing.T) {
 	tn := startNode(t)
 	alice := tn.tcp(t, "alice")
 	alice.auth("alice")
-	for i := range 50 {
-		alice.sendTo("bob", refN("pre", i), text(strconv.Itoa(i)))
-	}
+	sendNumbered(alice, "pre", 0, 50)
 	waitAcks := sendConcurrently(alice, "live", 50, 150)
 
 	bob := tn.ws(t, "bob")
@@ -123,9 +129,7 @@ func TestSyncOnLiveConnection(t *testing.T) {
 	tn := startNode(t)
 	alice := tn.tcp(t, "alice")
 	alice.auth("alice")
-	for i := range 50 {
-		alice.sendTo("bob", refN("pre", i), text(strconv.Itoa(i)))
-	}
+	sendNumbered(alice, "pre", 0, 50)
 	bob := tn.ws(t, "bob")
 	bob.auth("bob")
 	waitAcks := sendConcurrently(alice, "live", 50, 150)

@@ -77,16 +77,6 @@ func newSession(h *Hub, conn Conn) *Session {
 	return s
 }
 
-// ID returns the session's cluster-unique ID.
-func (s *Session) ID() string { return s.id }
-
-// User returns the authenticated user, or "" before auth.
-func (s *Session) User() string {
-	s.hmu.Lock()
-	defer s.hmu.Unlock()
-	return s.user
-}
-
 // Handle handles one frame from the client. The transport calls it for
 // each frame, in order, from its read loop; b may be reused afterwards.
 func (s *Session) Handle(b []byte) {
