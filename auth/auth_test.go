@@ -20,7 +20,8 @@ func TestSignVerify(t *testing.T) {
 	if err != nil || c.User != "bob.smith" || time.Until(c.Expiry) < 59*time.Minute {
 		t.Fatalf("verify: %+v %v", c, err)
 	}
-	if _, err := NewVerifier([]byte("another-secret-another-secret-12")).Verify(tok); !errors.Is(err, ErrInvalid) {
+	other := NewVerifier([]byte("another-secret-another-secret-12"))
+	if _, err := other.Verify(tok); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("other secret: %v", err)
 	}
 	v := NewVerifier(secret)
@@ -63,7 +64,8 @@ func TestLoadSecretGeneratesOnce(t *testing.T) {
 	if err != nil || string(again) != string(got[0]) {
 		t.Fatalf("reload: %v", err)
 	}
-	if s, _ := LoadSecret("an-explicit-secret-of-enough-length", dir); string(s) != "an-explicit-secret-of-enough-length" {
+	const explicit = "an-explicit-secret-of-enough-length"
+	if s, _ := LoadSecret(explicit, dir); string(s) != explicit {
 		t.Fatal("explicit secret not used")
 	}
 	if _, err := LoadSecret("short", dir); err == nil {

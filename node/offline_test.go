@@ -172,7 +172,8 @@ func TestRetryAfterPartialSend(t *testing.T) {
 	// What a node that died between the two writes leaves behind.
 	first := nats.NewMsg("oc.in.bob")
 	first.Header.Set("Nats-Msg-Id", "alice/r7")
-	first.Data = []byte(`{"op":"msg","id":"06h0000000000000000000000a","from":"alice","to":"bob","ts":5,"body":"x"}`)
+	first.Data = []byte(`{"op":"msg","id":"06h0000000000000000000000a",` +
+		`"from":"alice","to":"bob","ts":5,"body":"x"}`)
 	if _, err := nc.RequestMsg(first, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,8 @@ import (
 	"testing"
 )
 
-var sendFrame = []byte(`{"op":"send","ref":"r-123456","to":"bob","body":{"text":"hello there, how are you?","n":42}}`)
+var sendFrame = []byte(`{"op":"send","ref":"r-123456","to":"bob",` +
+	`"body":{"text":"hello there, how are you?","n":42}}`)
 
 func BenchmarkDecodeSend(b *testing.B) {
 	b.ReportAllocs()

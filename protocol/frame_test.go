@@ -95,12 +95,14 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 }
 
 func TestCheckUserID(t *testing.T) {
-	for _, ok := range []string{"alice", "bob.smith@example.com", "*", ">", "a.*.>", "用户", "x" + strings.Repeat("y", 127)} {
+	for _, ok := range []string{"alice", "bob.smith@example.com", "*", ">", "a.*.>", "用户",
+		"x" + strings.Repeat("y", 127)} {
 		if err := CheckUserID(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "a b", "a\tb", "a\nb", "a\x00b", "a\u200bb", "a\u00a0b", "\xff", strings.Repeat("y", 129)} {
+	for _, bad := range []string{"", "a b", "a\tb", "a\nb", "a\x00b", "a\u200bb", "a\u00a0b", "\xff",
+		strings.Repeat("y", 129)} {
 		if CheckUserID(bad) == nil {
 			t.Errorf("%q accepted", bad)
 		}

@@ -85,7 +85,9 @@ func (h *Hub) Send(from string, f *protocol.Frame, origin string) (protocol.Ack,
 
 // firstAttempt completes the ack of a duplicate with the id and time of
 // the message first stored at seq, and returns that message's envelope.
-func (h *Hub) firstAttempt(ctx context.Context, ack protocol.Ack, seq uint64) (protocol.Ack, []byte, *protocol.Error) {
+func (h *Hub) firstAttempt(
+	ctx context.Context, ack protocol.Ack, seq uint64,
+) (protocol.Ack, []byte, *protocol.Error) {
 	env, data, perr := h.storedEnvelope(ctx, seq)
 	if perr != nil {
 		return ack, nil, perr
@@ -101,7 +103,9 @@ const maxCopyScan = 256
 // earlier attempt may have stored after the recipient's copy at
 // recipientSeq. Attempts racing on two nodes of a cluster can both miss
 // it and store the sender's copy twice; both copies carry the same id.
-func (h *Hub) senderCopy(ctx context.Context, from string, recipientSeq uint64, id string) (uint64, bool, *protocol.Error) {
+func (h *Hub) senderCopy(
+	ctx context.Context, from string, recipientSeq uint64, id string,
+) (uint64, bool, *protocol.Error) {
 	prefix := []byte(`{"op":"msg","id":"` + id + `"`)
 	next := recipientSeq + 1
 	for range maxCopyScan {
@@ -133,7 +137,9 @@ func (h *Hub) storedEnvelope(ctx context.Context, seq uint64) (protocol.Envelope
 	return *env, st.Data, nil
 }
 
-func (h *Hub) appendCopy(ctx context.Context, user string, data []byte, msgID, origin string) (storage.AppendResult, *protocol.Error) {
+func (h *Hub) appendCopy(
+	ctx context.Context, user string, data []byte, msgID, origin string,
+) (storage.AppendResult, *protocol.Error) {
 	r, err := h.inbox.Append(ctx, user, data, msgID, origin)
 	if err != nil {
 		return r, h.storeError(err)
@@ -180,7 +186,9 @@ func (h *Hub) checkCursor(ctx context.Context, after uint64) (expired bool, perr
 // Page reads up to limit of user's messages after the cursor, for the
 // HTTP API. The result's Msgs are msg frames; More says another page
 // follows.
-func (h *Hub) Page(ctx context.Context, user string, after uint64, limit int) (protocol.Synced, *protocol.Error) {
+func (h *Hub) Page(
+	ctx context.Context, user string, after uint64, limit int,
+) (protocol.Synced, *protocol.Error) {
 	if limit <= 0 || limit > h.cfg.SyncPageLimit {
 		limit = h.cfg.SyncPageLimit
 	}

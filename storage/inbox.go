@@ -100,7 +100,9 @@ type AppendResult struct {
 // within the dedup window: a repeat returns the first append's sequence
 // with Dup set and stores nothing. origin, when set, is kept in the
 // Oc-Origin header.
-func (in *Inbox) Append(ctx context.Context, user string, envelope []byte, msgID, origin string) (AppendResult, error) {
+func (in *Inbox) Append(
+	ctx context.Context, user string, envelope []byte, msgID, origin string,
+) (AppendResult, error) {
 	m := &nats.Msg{Subject: bus.InboxSubject(user), Data: envelope}
 	if origin != "" || msgID != "" {
 		m.Header = make(nats.Header, 2)

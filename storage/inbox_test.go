@@ -90,7 +90,8 @@ func TestParseAck(t *testing.T) {
 		{`{"stream":"OC_INBOX","seq":7,"duplicate":true}`, 7, true, false},
 		{`{"stream":"OC_INBOX","seq": 8,"duplicate": true}`, 8, true, false},
 		{`{"stream":"OC_INBOX","seq":9,"duplicate":false}`, 9, false, false},
-		{`{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}}`, 0, false, true},
+		{`{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum"}}`,
+			0, false, true},
 		{`{"stream":"OC_INBOX"}`, 0, false, true},
 		{`garbage`, 0, false, true},
 	} {

@@ -48,22 +48,28 @@ func main() {
 func serveCmd(args []string) error {
 	fs := flag.NewFlagSet("onechat", flag.ContinueOnError)
 	var cfg node.Config
-	fs.StringVar(&cfg.DataDir, "data", node.DefaultDataDir, "data directory (JetStream store, metadata, generated secret)")
+	fs.StringVar(&cfg.DataDir, "data", node.DefaultDataDir,
+		"data directory (JetStream store, metadata, generated secret)")
 	fs.StringVar(&cfg.HTTPAddr, "http", ":8080", "HTTP API and WebSocket (/ws) listen address")
 	fs.StringVar(&cfg.TCPAddr, "tcp", ":7070", "TCP protocol listen address")
 	fs.StringVar(&cfg.NATSAddr, "nats", "127.0.0.1:4222", "NATS client listen address for services, or \"off\"")
-	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "HS256 secret for client tokens (default: generated in the data directory)")
+	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "",
+		"HS256 secret for client tokens (default: generated in the data directory)")
 	fs.DurationVar(&cfg.Retention, "retention", 30*24*time.Hour, "how long messages are kept")
 	fs.DurationVar(&cfg.DedupWindow, "dedup-window", 2*time.Minute, "how long a send ref deduplicates retries")
-	fs.StringVar(&cfg.Fsync, "fsync", "", "JetStream fsync: \"always\", an interval such as 1s, or empty for JetStream's default (2m)")
+	fs.StringVar(&cfg.Fsync, "fsync", "",
+		"JetStream fsync: \"always\", an interval such as 1s, or empty for JetStream's default (2m)")
 	fs.IntVar(&cfg.Session.MaxFrame, "max-frame", 64<<10, "largest client frame in bytes")
 	fs.DurationVar(&cfg.Session.PingInterval, "ping-interval", 25*time.Second, "ping interval told to clients")
-	fs.DurationVar(&cfg.Session.IdleTimeout, "idle-timeout", 60*time.Second, "close connections silent this long")
-	fs.DurationVar(&cfg.Session.AuthTimeout, "auth-timeout", 10*time.Second, "close connections not authenticated this long")
+	fs.DurationVar(&cfg.Session.IdleTimeout, "idle-timeout", 60*time.Second,
+		"close connections silent this long")
+	fs.DurationVar(&cfg.Session.AuthTimeout, "auth-timeout", 10*time.Second,
+		"close connections not authenticated this long")
 	fs.Float64Var(&cfg.Session.SendRate, "send-rate", 100, "sends per second per connection (-1: no limit)")
 	fs.IntVar(&cfg.Session.SendBurst, "send-burst", 200, "sends allowed in a burst above --send-rate")
 	fs.IntVar(&cfg.Session.MaxConnsPerUser, "max-conns-per-user", 32, "connections per user on one node")
-	fs.StringVar(&cfg.PprofAddr, "pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
+	fs.StringVar(&cfg.PprofAddr, "pprof", "",
+		"serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = usage(fs, "onechat [flags]\n       onechat token [flags] USER\n       onechat version")

@@ -68,7 +68,8 @@ func Methods(h http.Handler, methods ...string) http.Handler {
 
 func (a *API) readyz(w http.ResponseWriter, _ *http.Request) {
 	if err := a.cfg.Ready(); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": err.Error()})
+		writeJSON(w, http.StatusServiceUnavailable,
+			map[string]string{"status": "unavailable", "reason": err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -186,7 +187,8 @@ func Status(c protocol.Code) int {
 }
 
 func writeError(w http.ResponseWriter, e *protocol.Error) {
-	writeJSON(w, Status(e.Code), protocol.ErrorFrame{Op: protocol.OpError, Ref: e.Ref, Code: e.Code, Error: e.Text})
+	writeJSON(w, Status(e.Code),
+		protocol.ErrorFrame{Op: protocol.OpError, Ref: e.Ref, Code: e.Code, Error: e.Text})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
