@@ -57,24 +57,39 @@ flags:
 func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("onechat-bench", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&cfg.Onechat, "onechat", "./onechat", "node binary to start (build: go build -o onechat ./cmd/onechat)")
-	fs.StringVar(&cfg.Attach, "attach", "", "measure a running node at this loopback `URL` (http://127.0.0.1:PORT) instead of starting one")
-	fs.IntVar(&cfg.PID, "pid", 0, "with --attach: the node's process id, for memory and CPU figures (0: skip them)")
-	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "", "with --attach: the node's HS256 secret (a started node gets a random one)")
-	fs.Var((*stringList)(&cfg.NodeArgs), "node-arg", "extra `flag` for the started node, repeatable (e.g. --node-arg=--fsync=always)")
+	fs.StringVar(&cfg.Onechat, "onechat", "./onechat",
+		"node binary to start (build: go build -o onechat ./cmd/onechat)")
+	fs.StringVar(&cfg.Attach, "attach", "",
+		"measure a running node at this loopback `URL` (http://127.0.0.1:PORT) instead of starting one")
+	fs.IntVar(&cfg.PID, "pid", 0,
+		"with --attach: the node's process id, for memory and CPU figures (0: skip them)")
+	fs.StringVar(&cfg.JWTSecret, "jwt-secret", "",
+		"with --attach: the node's HS256 secret (a started node gets a random one)")
+	fs.Var((*stringList)(&cfg.NodeArgs), "node-arg",
+		"extra `flag` for the started node, repeatable (e.g. --node-arg=--fsync=always)")
 	fs.IntVar(&cfg.N, "n", 10000, "WebSocket connections (one user each); connection i sends to i+n/2")
 	fs.IntVar(&cfg.Concurrency, "c", 100, "connections being opened at once")
-	fs.IntVar(&cfg.SrcIPs, "src-ips", 8, "source addresses 127.0.0.2 … 127.0.0.(1+k) the connections are spread over")
-	fs.DurationVar(&cfg.Settle, "settle", 10*time.Second, "wait after connecting before reading the node's memory")
+	fs.IntVar(&cfg.SrcIPs, "src-ips", 8,
+		"source addresses 127.0.0.2 … 127.0.0.(1+k) the connections are spread over")
+	fs.DurationVar(&cfg.Settle, "settle", 10*time.Second,
+		"wait after connecting before reading the node's memory")
 	fs.IntVar(&cfg.Window, "window", 4, "phase A: unacknowledged sends each sender keeps outstanding")
 	fs.DurationVar(&cfg.Duration, "duration", 20*time.Second, "length of each message phase (A and B)")
-	fs.Float64Var(&cfg.Rate, "rate", 0, "phase B: total messages/s (0: half the stored/s measured in phase A)")
-	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "after each phase, longest wait for outstanding acks and deliveries")
-	fs.DurationVar(&cfg.ConnTimeout, "conn-timeout", 10*time.Second, "longest a connection may take to open and get its ok frame")
-	fs.DurationVar(&cfg.StartTimeout, "start-timeout", 60*time.Second, "longest wait for the node's /readyz to answer 200")
-	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", 45*time.Second, "after SIGTERM, wait this long for the started node before SIGKILL")
-	fs.StringVar(&cfg.Keepalive, "keepalive", "op", "keepalive every connection sends each ping interval: op ({\"op\":\"ping\"} frames, the protocol checklist's way) or ws (WebSocket ping control frames)")
-	fs.BoolVar(&cfg.JSON, "json", false, "print a JSON object on stdout (the text report then goes to stderr)")
+	fs.Float64Var(&cfg.Rate, "rate", 0,
+		"phase B: total messages/s (0: half the stored/s measured in phase A)")
+	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second,
+		"after each phase, longest wait for outstanding acks and deliveries")
+	fs.DurationVar(&cfg.ConnTimeout, "conn-timeout", 10*time.Second,
+		"longest a connection may take to open and get its ok frame")
+	fs.DurationVar(&cfg.StartTimeout, "start-timeout", 60*time.Second,
+		"longest wait for the node's /readyz to answer 200")
+	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", 45*time.Second,
+		"after SIGTERM, wait this long for the started node before SIGKILL")
+	fs.StringVar(&cfg.Keepalive, "keepalive", "op",
+		"keepalive each connection sends every ping interval: op ({\"op\":\"ping\"} frames, "+
+			"as the protocol asks) or ws (WebSocket ping control frames)")
+	fs.BoolVar(&cfg.JSON, "json", false,
+		"print a JSON object on stdout (the text report then goes to stderr)")
 	fs.Usage = func() {
 		fmt.Fprint(out, usageHead)
 		fs.PrintDefaults()

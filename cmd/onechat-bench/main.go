@@ -106,7 +106,8 @@ func runBench(ctx context.Context, cfg *config, rep *report) error {
 	if n.pid == 0 {
 		rep.Notes = append(rep.Notes, "no --pid: the node's memory, open files and CPU were not measured")
 	}
-	rep.Notes = append(rep.Notes, "node goroutine count not available: the node exposes no runtime metrics (no pprof/expvar)")
+	rep.Notes = append(rep.Notes,
+		"node goroutines and heap are not measured; profile with --node-arg=--pprof=127.0.0.1:6060")
 	defer func() {
 		took, status := n.stop(cfg.StopTimeout)
 		ni.StopSeconds, ni.ExitStatus = took.Seconds(), status
@@ -128,7 +129,8 @@ func (b *bench) measure(ctx context.Context, rep *report) error {
 	if err != nil {
 		return err
 	}
-	logf("opening %d connections, %d at a time, from %d source addresses", b.cfg.N, b.cfg.Concurrency, b.cfg.SrcIPs)
+	logf("opening %d connections, %d at a time, from %d source addresses",
+		b.cfg.N, b.cfg.Concurrency, b.cfg.SrcIPs)
 	cr, err := b.connectAll(ctx)
 	rep.Connect = &cr
 	logf("%d connected (%.0f/s), %d failed", cr.Connected, cr.PerSecond, cr.Failed)

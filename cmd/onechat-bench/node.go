@@ -81,7 +81,8 @@ func openNode(ctx context.Context, cfg *config) (*node, error) {
 func startChild(cfg *config) (*node, error) {
 	path, err := exec.LookPath(cfg.Onechat)
 	if err != nil {
-		return nil, fmt.Errorf("node binary %q: %w (build it with: go build -o onechat ./cmd/onechat)", cfg.Onechat, err)
+		return nil, fmt.Errorf("node binary %q: %w (build it with: go build -o onechat ./cmd/onechat)",
+			cfg.Onechat, err)
 	}
 	ports, err := freePorts(3)
 	if err != nil {

@@ -60,7 +60,8 @@ func (r *report) writeText(w io.Writer) {
 	fmt.Fprintf(w, "\nonechat-bench %s\n", r.Started.Format(time.RFC3339))
 	fmt.Fprintf(w, "  command:  %s\n", strings.Join(r.Args, " "))
 	m := r.Machine
-	fmt.Fprintf(w, "  machine:  nproc %d, GOMAXPROCS %d, %s %s, kernel %s, %s, mem %s, bench fd limit %d, loadavg at start %s\n",
+	fmt.Fprintf(w, "  machine:  nproc %d, GOMAXPROCS %d, %s %s, kernel %s, %s, mem %s, "+
+		"bench fd limit %d, loadavg at start %s\n",
 		m.NProc, m.GOMAXPROCS, m.GoVersion, m.OS, m.Kernel, m.CPU, m.MemTotal, m.FDLimit, m.LoadAvg)
 	r.textNode(w)
 	r.textConnect(w)
@@ -120,7 +121,8 @@ func (r *report) textMemory(w io.Writer) {
 	if m == nil {
 		return
 	}
-	fmt.Fprintf(w, "idle mem:   node VmRSS %s before, %s after %d connections + %.0fs settle: +%s = %.0f B (%.1f KiB) per connection\n",
+	fmt.Fprintf(w, "idle mem:   node VmRSS %s before, %s after %d connections + %.0fs settle: "+
+		"+%s = %.0f B (%.1f KiB) per connection\n",
 		mib(m.Before.RSS), mib(m.After.RSS), m.Connections, m.SettleSeconds, mib(m.DeltaBytes),
 		m.BytesPerConn, m.BytesPerConn/1024)
 	fmt.Fprintf(w, "            RssAnon %.0f B per connection; threads %d -> %d; VmHWM %s\n",
@@ -174,7 +176,8 @@ func writeLatency(w io.Writer, label string, l *latency) {
 	if l == nil {
 		return
 	}
-	fmt.Fprintf(w, "%s p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms, mean %.2f ms (%d samples)\n",
+	fmt.Fprintf(w, "%s p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms, "+
+		"mean %.2f ms (%d samples)\n",
 		label, l.P50, l.P90, l.P99, l.P999, l.Max, l.Mean, l.Count)
 }
 
