@@ -126,6 +126,13 @@ func MsgFrame(envelope []byte, seq uint64) ([]byte, error) {
 	return append(b, rest...), nil
 }
 
+// EnvelopeHasID reports whether a stored envelope is the one of message id,
+// without decoding it: the id is always its first field.
+func EnvelopeHasID(envelope []byte, id string) bool {
+	rest, ok := bytes.CutPrefix(envelope, []byte(envelopePrefix+`"id":`))
+	return ok && bytes.HasPrefix(rest, appendString(nil, id))
+}
+
 // ParseEnvelope decodes the fields of a stored envelope.
 func ParseEnvelope(envelope []byte) (*Envelope, error) {
 	if !bytes.HasPrefix(envelope, []byte(envelopePrefix)) {

@@ -89,6 +89,9 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	if err != nil || back.ID != e.ID || back.From != e.From || back.TS != e.TS {
 		t.Fatalf("parse: %+v %v", back, err)
 	}
+	if !EnvelopeHasID(data, "id1") || EnvelopeHasID(data, "id") || EnvelopeHasID([]byte(`{"id":"id1"}`), "id1") {
+		t.Fatal("EnvelopeHasID")
+	}
 	if _, err := MsgFrame([]byte(`{"x":1}`), 1); err != ErrNotEnvelope {
 		t.Fatalf("foreign data: %v", err)
 	}

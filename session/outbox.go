@@ -36,7 +36,9 @@ func (o *outbox) push(f []byte) bool {
 	if o.closing || len(o.frames) >= o.maxFrames || o.bytes+len(f) > o.maxBytes {
 		return false
 	}
-	o.appendLocked(f)
+	if o.appendLocked(f) {
+		go o.run()
+	}
 	return true
 }
 
@@ -62,16 +64,14 @@ func (o *outbox) pushWaitRun(ctx context.Context, f []byte, inline bool) error {
 		// An empty queue always takes the frame, so one frame larger than
 		// maxBytes cannot wait forever.
 		if len(o.frames) == 0 || (len(o.frames) < o.maxFrames && o.bytes+len(f) <= o.maxBytes) {
-			if inline && !o.running {
-				o.frames = append(o.frames, f)
-				o.bytes += len(f)
-				o.running = true
-				o.mu.Unlock()
-				o.run()
-				return nil
-			}
-			o.appendLocked(f)
+			start := o.appendLocked(f)
 			o.mu.Unlock()
+			switch {
+			case start && inline:
+				o.run()
+			case start:
+				go o.run()
+			}
 			return nil
 		}
 		if o.space == nil {
@@ -87,13 +87,16 @@ func (o *outbox) pushWaitRun(ctx context.Context, f []byte, inline bool) error {
 	}
 }
 
-func (o *outbox) appendLocked(f []byte) {
+// appendLocked queues f and reports whether the caller must run the
+// writer, which it then owns.
+func (o *outbox) appendLocked(f []byte) (start bool) {
 	o.frames = append(o.frames, f)
 	o.bytes += len(f)
-	if !o.running {
-		o.running = true
-		go o.run()
+	if o.running {
+		return false
 	}
+	o.running = true
+	return true
 }
 
 // close stops further pushes, queues last (if any) and runs finish once

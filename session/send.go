@@ -1,7 +1,6 @@
 package session
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -37,8 +36,8 @@ func (h *Hub) Send(from string, f *protocol.Frame, origin string) (protocol.Ack,
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
 
-	env := protocol.Envelope{ID: newMessageID(h.now()), From: from, To: f.To,
-		TS: h.now().UnixMilli(), Body: f.Body}
+	now := h.now()
+	env := protocol.Envelope{ID: newMessageID(now), From: from, To: f.To, TS: now.UnixMilli(), Body: f.Body}
 	data, err := protocol.AppendEnvelope(make([]byte, 0, 96+len(f.Body)), &env)
 	if err != nil {
 		return protocol.Ack{}, protocol.Errorf(protocol.CodeBadField, "body: %v", err)
@@ -88,12 +87,17 @@ func (h *Hub) Send(from string, f *protocol.Frame, origin string) (protocol.Ack,
 func (h *Hub) firstAttempt(
 	ctx context.Context, ack protocol.Ack, seq uint64,
 ) (protocol.Ack, []byte, *protocol.Error) {
-	env, data, perr := h.storedEnvelope(ctx, seq)
-	if perr != nil {
-		return ack, nil, perr
+	st, err := h.inbox.Get(ctx, seq)
+	if err != nil {
+		return ack, nil, h.storeError(err)
+	}
+	env, err := protocol.ParseEnvelope(st.Data)
+	if err != nil {
+		h.log.Error("stored message unreadable", "seq", seq, "err", err)
+		return ack, nil, protocol.Errorf(protocol.CodeInternal, "stored message unreadable")
 	}
 	ack.ID, ack.TS = env.ID, env.TS
-	return ack, data, nil
+	return ack, st.Data, nil
 }
 
 // maxCopyScan bounds the search for a retried message's sender copy.
@@ -106,7 +110,6 @@ const maxCopyScan = 256
 func (h *Hub) senderCopy(
 	ctx context.Context, from string, recipientSeq uint64, id string,
 ) (uint64, bool, *protocol.Error) {
-	prefix := []byte(`{"op":"msg","id":"` + id + `"`)
 	next := recipientSeq + 1
 	for range maxCopyScan {
 		st, err := h.inbox.Next(ctx, from, next)
@@ -116,25 +119,12 @@ func (h *Hub) senderCopy(
 		if err != nil {
 			return 0, false, h.storeError(err)
 		}
-		if bytes.HasPrefix(st.Data, prefix) {
+		if protocol.EnvelopeHasID(st.Data, id) {
 			return st.Seq, true, nil
 		}
 		next = st.Seq + 1
 	}
 	return 0, false, nil
-}
-
-func (h *Hub) storedEnvelope(ctx context.Context, seq uint64) (protocol.Envelope, []byte, *protocol.Error) {
-	st, err := h.inbox.Get(ctx, seq)
-	if err != nil {
-		return protocol.Envelope{}, nil, h.storeError(err)
-	}
-	env, err := protocol.ParseEnvelope(st.Data)
-	if err != nil {
-		h.log.Error("stored message unreadable", "seq", seq, "err", err)
-		return protocol.Envelope{}, nil, protocol.Errorf(protocol.CodeInternal, "stored message unreadable")
-	}
-	return *env, st.Data, nil
 }
 
 func (h *Hub) appendCopy(

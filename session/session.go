@@ -133,7 +133,7 @@ func (s *Session) Authenticate(token string, after *uint64) *protocol.Error {
 }
 
 // onOwnStack runs fn on a short-lived goroutine and waits for it. The
-// deep call chains of auth, sync and replies then grow that goroutine's
+// deep call chains of auth, sync and pings then grow that goroutine's
 // stack, not the reader's: a reader parked on an idle connection keeps a
 // small stack, which is most of what an idle connection costs.
 func (s *Session) onOwnStack(fn func()) {

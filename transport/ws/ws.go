@@ -140,20 +140,19 @@ type state struct {
 	after        *uint64 // cursor to resume from, with token
 }
 
-func sessionOf(socket *gws.Conn) *session.Session {
+// stateOf returns the connection's state; every socket gets one before
+// its read loop starts.
+func stateOf(socket *gws.Conn) *state {
 	v, _ := socket.Session().Load("")
-	if st, ok := v.(*state); ok {
-		return st.s
-	}
-	return nil
+	st, _ := v.(*state)
+	return st
 }
 
 // OnOpen runs on the read goroutine before the first frame, so an auth
 // from the upgrade request (and its sync) comes before any frame is read.
 func (events) OnOpen(socket *gws.Conn) {
-	v, _ := socket.Session().Load("")
-	st, ok := v.(*state)
-	if !ok || st.token == "" {
+	st := stateOf(socket)
+	if st == nil || st.token == "" {
 		return
 	}
 	token := st.token
@@ -164,15 +163,14 @@ func (events) OnOpen(socket *gws.Conn) {
 }
 
 func (events) OnClose(socket *gws.Conn, err error) {
-	if s := sessionOf(socket); s != nil {
-		s.Closed(err)
+	if st := stateOf(socket); st != nil {
+		st.s.Closed(err)
 	}
 }
 
 func (events) OnPing(socket *gws.Conn, payload []byte) {
-	v, _ := socket.Session().Load("")
-	st, ok := v.(*state)
-	if !ok {
+	st := stateOf(socket)
+	if st == nil {
 		return
 	}
 	st.s.Touch()
@@ -183,15 +181,15 @@ func (events) OnPing(socket *gws.Conn, payload []byte) {
 }
 
 func (events) OnPong(socket *gws.Conn, _ []byte) {
-	if s := sessionOf(socket); s != nil {
-		s.Touch()
+	if st := stateOf(socket); st != nil {
+		st.s.Touch()
 	}
 }
 
 func (events) OnMessage(socket *gws.Conn, m *gws.Message) {
 	defer m.Close()
-	if s := sessionOf(socket); s != nil {
-		s.Handle(m.Bytes())
+	if st := stateOf(socket); st != nil {
+		st.s.Handle(m.Bytes())
 	}
 }
 
