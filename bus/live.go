@@ -69,11 +69,26 @@ func (l *Live) Run(ctx context.Context) {
 // Wait blocks until the goroutines started by Run have returned.
 func (l *Live) Wait() { l.wg.Wait() }
 
+func (l *Live) shard(user string) *liveShard {
+	return &l.shards[maphash.String(l.seed, user)%uint64(len(l.shards))]
+}
+
+// Check queues a nudge (a message with HeaderCheck) on user's shard, in
+// order with the user's live messages. It waits while the shard's channel
+// is full, until ctx ends.
+func (l *Live) Check(ctx context.Context, user string) {
+	m := &nats.Msg{Subject: LiveSubject(user), Header: nats.Header{HeaderCheck: []string{"1"}}}
+	select {
+	case l.shard(user).ch <- m:
+	case <-ctx.Done():
+	}
+}
+
 // Subscribe subscribes to user's live subject and waits until the server
 // has registered the interest, so a message stored after Subscribe
 // returns is delivered live.
 func (l *Live) Subscribe(ctx context.Context, user string) (*nats.Subscription, error) {
-	sh := &l.shards[maphash.String(l.seed, user)%uint64(len(l.shards))]
+	sh := l.shard(user)
 	sub, err := sh.nc.ChanSubscribe(LiveSubject(user), sh.ch)
 	if err != nil {
 		return nil, fmt.Errorf("bus: subscribe %s: %w", user, err)

@@ -13,6 +13,14 @@ const (
 	SendSubject     = "oc.api.send"
 	PresenceSubject = "oc.api.presence"
 
+	// NodeBeatSubject carries every node's heartbeat: its name and
+	// client addresses, every few seconds.
+	NodeBeatSubject = "oc.node.beat"
+	// UserPresencePrefix + token carries a user's presence events.
+	UserPresencePrefix = "oc.presence.user."
+	// NodePresencePrefix + node token carries a node's up and down events.
+	NodePresencePrefix = "oc.presence.node."
+
 	// InboxWildcard matches every inbox; the stream's subject filter.
 	InboxWildcard = InboxPrefix + "*"
 	// LiveTemplate is the stream's RePublish destination for an inbox.
@@ -25,7 +33,20 @@ const (
 	// HeaderOrigin names the session that sent a sender's copy, so that
 	// session is not sent its own message back.
 	HeaderOrigin = "Oc-Origin"
+	// HeaderCheck marks a node-internal nudge on a live shard: look in
+	// the store for messages the live path may have lost. It never
+	// travels over NATS.
+	HeaderCheck = "Oc-Check"
+	// HeaderProbe marks a presence probe published to a live subject;
+	// every node holding the user answers it. Listeners of oc.live.*
+	// see probes too and should skip them.
+	HeaderProbe = "Oc-Probe"
 )
+
+// BarrierSubject is where a node answers barrier requests from its peers.
+// A request travels the same route connection as the sender's earlier
+// subscriptions, so its answer proves those reached the node.
+func BarrierSubject(node string) string { return "oc.node." + Token(node) + ".barrier" }
 
 // encodedMark starts every encoded token. It is not a plain character, so
 // an encoded token never equals a plain one.

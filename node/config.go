@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +29,35 @@ type Config struct {
 	// Fsync is the JetStream fsync policy: "" keeps JetStream's default
 	// (every 2 minutes), "always" syncs each write, or a duration.
 	Fsync string
+
+	// Name is the node's name in the cluster: unique and the same across
+	// restarts (a StatefulSet's pod name). Default: the host name.
+	Name string
+	// Cluster, when set, is the route listen address (e.g. ":6222"); the
+	// node then forms a NATS cluster with Routes and replicates JetStream.
+	Cluster string
+	// Routes are seed route URLs (nats://host:6222). A node may list itself.
+	Routes []string
+	// ClusterName names the NATS cluster; default "onechat".
+	ClusterName string
+	// ClusterAdvertise is the route address peers should dial, when the
+	// listen address is not reachable as it is (NAT, containers).
+	ClusterAdvertise string
+	// ClusterUser and ClusterPassword, when set, are required of routes
+	// and sent on the routes this node dials.
+	ClusterUser, ClusterPassword string
+	// ClusterTLS secures routes; both sides verify each other's
+	// certificate against the CA.
+	ClusterTLS TLSFiles
+	// NATSTLS secures the NATS client port for services.
+	NATSTLS TLSFiles
+	// Replicas is the inbox stream's replication: 0 picks 1 for a single
+	// node and 3 for a cluster.
+	Replicas int
+	// Advertise is the host clients use to reach this node, sent to
+	// clients in the node list. Default: the listen host, or the host
+	// name when listening on every interface.
+	Advertise string
 
 	Session        session.Config
 	WSReadBuffer   int // gws read buffer per WebSocket connection; default 512
@@ -55,6 +86,16 @@ func (c *Config) ApplyDefaults() {
 	set(&c.HTTPAddr, ":8080")
 	set(&c.TCPAddr, ":7070")
 	set(&c.NATSAddr, "127.0.0.1:4222")
+	set(&c.ClusterName, "onechat")
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+		if c.Cluster != "" {
+			c.Replicas = 3
+		}
+	}
 	if c.WSReadBuffer <= 0 {
 		c.WSReadBuffer = 512
 	}
@@ -89,6 +130,7 @@ func (c *Config) Validate() error {
 	if _, _, err := parseFsync(c.Fsync); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateCluster()...)
 	if c.Retention < 0 || c.DedupWindow < 0 {
 		errs = append(errs, errors.New("retention and dedup window must not be negative"))
 	}
@@ -130,4 +172,75 @@ func parseFsync(s string) (always bool, every time.Duration, err error) {
 		return false, 0, fmt.Errorf("--fsync %q: want \"always\" or a positive duration such as 1s", s)
 	}
 	return false, d, nil
+}
+
+// TLSFiles names PEM files for a TLS listener. Cert and Key go together;
+// CA, when set, is also required of and used to verify the other side.
+type TLSFiles struct {
+	Cert, Key, CA string
+}
+
+// Enabled reports whether any file is set.
+func (t TLSFiles) Enabled() bool { return t.Cert != "" || t.Key != "" || t.CA != "" }
+
+func (t TLSFiles) validate(flag string) error {
+	if t.Enabled() && (t.Cert == "" || t.Key == "") {
+		return fmt.Errorf("--%s-tls-cert and --%s-tls-key go together", flag, flag)
+	}
+	return nil
+}
+
+func (c *Config) validateCluster() []error {
+	var errs []error
+	if c.Name == "" || strings.ContainsAny(c.Name, " \t\r\n") {
+		errs = append(errs, fmt.Errorf("--name %q: want a name without spaces", c.Name))
+	}
+	if err := c.NATSTLS.validate("nats"); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("--replicas %d: JetStream allows at most 5", c.Replicas))
+	}
+	if c.Cluster == "" {
+		if len(c.Routes) > 0 || c.ClusterTLS.Enabled() || c.ClusterUser != "" {
+			errs = append(errs, errors.New("--routes and other route options need --cluster"))
+		}
+		if c.Replicas > 1 {
+			errs = append(errs, errors.New("--replicas above 1 needs --cluster"))
+		}
+		return errs
+	}
+	if _, _, err := splitNATSAddr(c.Cluster); err != nil {
+		errs = append(errs, fmt.Errorf("--cluster %q: %v", c.Cluster, err))
+	}
+	for _, r := range c.Routes {
+		if _, err := routeURL(r, "", ""); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if (c.ClusterUser == "") != (c.ClusterPassword == "") {
+		errs = append(errs, errors.New("--cluster-user and --cluster-password go together"))
+	}
+	if err := c.ClusterTLS.validate("cluster"); err != nil {
+		errs = append(errs, err)
+	}
+	if c.JWTSecret == "" {
+		// Each node would generate its own, and a client's token would
+		// work on one node only.
+		errs = append(errs, errors.New("a cluster needs --jwt-secret, the same on every node"))
+	}
+	return errs
+}
+
+// routeURL parses a --routes entry and adds the route credentials when
+// the entry carries none.
+func routeURL(s, user, password string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "nats" && u.Scheme != "nats-route" && u.Scheme != "tls") || u.Port() == "" {
+		return nil, fmt.Errorf("--routes entry %q: want nats://host:port", s)
+	}
+	if u.User == nil && user != "" {
+		u.User = url.UserPassword(user, password)
+	}
+	return u, nil
 }

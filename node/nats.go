@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,28 +16,11 @@ import (
 
 // startNATS starts the embedded NATS server with JetStream and waits until
 // it accepts connections.
-func startNATS(cfg *Config, serverName string) (*server.Server, error) {
-	opts := &server.Options{
-		ServerName: serverName,
-		JetStream:  true,
-		StoreDir:   filepath.Join(cfg.DataDir, "nats"),
-		NoSigs:     true, // the node handles signals
-		NoLog:      false,
-	}
-	if cfg.NATSAddr == "off" {
-		opts.DontListen = true
-	} else {
-		host, port, err := splitNATSAddr(cfg.NATSAddr)
-		if err != nil {
-			return nil, err
-		}
-		opts.Host, opts.Port = host, port
-	}
-	always, every, err := parseFsync(cfg.Fsync)
+func startNATS(cfg *Config) (*server.Server, error) {
+	opts, err := natsOptions(cfg)
 	if err != nil {
 		return nil, err
 	}
-	opts.SyncAlways, opts.SyncInterval = always, every
 
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -63,6 +47,105 @@ func startNATS(cfg *Config, serverName string) (*server.Server, error) {
 		return nil, fmt.Errorf("nats: %w", err)
 	}
 	return ns, nil
+}
+
+// Route liveness: a peer that stops answering pings is dropped after
+// about routePing × (routeMaxPingsOut+1), and its users stop counting as
+// online. The default (2 minutes, 2 pings) would keep a crashed node's
+// users online for up to 6 minutes.
+const (
+	routePing        = 3 * time.Second
+	routeMaxPingsOut = 3
+)
+
+// Lame duck timing, for the NATS side of a drain: clients of the NATS
+// port (services) are told to move during the grace period and cut over
+// the duration after it.
+const (
+	lameDuckGrace    = 2 * time.Second
+	lameDuckDuration = 3 * time.Second
+)
+
+func natsOptions(cfg *Config) (*server.Options, error) {
+	opts := &server.Options{
+		ServerName:          cfg.Name,
+		JetStream:           true,
+		StoreDir:            filepath.Join(cfg.DataDir, "nats"),
+		NoSigs:              true, // the node handles signals
+		LameDuckGracePeriod: lameDuckGrace,
+		LameDuckDuration:    lameDuckDuration,
+	}
+	switch {
+	case cfg.NATSAddr != "off":
+		host, port, err := splitNATSAddr(cfg.NATSAddr)
+		if err != nil {
+			return nil, err
+		}
+		opts.Host, opts.Port = host, port
+	case cfg.Cluster != "":
+		// With routes, DontListen keeps the route listener from ever
+		// starting (nats-server waits for the client listener first), so
+		// a clustered node listens on a loopback port nobody is told of.
+		opts.Host, opts.Port = "127.0.0.1", -1
+	default:
+		opts.DontListen = true
+	}
+	always, every, err := parseFsync(cfg.Fsync)
+	if err != nil {
+		return nil, err
+	}
+	opts.SyncAlways, opts.SyncInterval = always, every
+	if cfg.NATSTLS.Enabled() {
+		if opts.TLSConfig, err = tlsConfig(cfg.NATSTLS); err != nil {
+			return nil, fmt.Errorf("--nats-tls: %w", err)
+		}
+		opts.TLSVerify = cfg.NATSTLS.CA != ""
+		opts.TLSTimeout = 5
+	}
+	if cfg.Cluster == "" {
+		return opts, nil
+	}
+	host, port, err := splitNATSAddr(cfg.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	opts.Cluster = server.ClusterOpts{
+		Name:         cfg.ClusterName,
+		Host:         host,
+		Port:         port,
+		Advertise:    cfg.ClusterAdvertise,
+		Username:     cfg.ClusterUser,
+		Password:     cfg.ClusterPassword,
+		PingInterval: routePing,
+		MaxPingsOut:  routeMaxPingsOut,
+	}
+	if cfg.ClusterUser != "" {
+		opts.Cluster.AuthTimeout = 5
+	}
+	if cfg.ClusterTLS.Enabled() {
+		if opts.Cluster.TLSConfig, err = tlsConfig(cfg.ClusterTLS); err != nil {
+			return nil, fmt.Errorf("--cluster-tls: %w", err)
+		}
+		opts.Cluster.TLSTimeout = 5
+	}
+	for _, r := range cfg.Routes {
+		u, err := routeURL(r, cfg.ClusterUser, cfg.ClusterPassword)
+		if err != nil {
+			return nil, err
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return opts, nil
+}
+
+func tlsConfig(f TLSFiles) (*tls.Config, error) {
+	c, err := server.GenTLSConfig(&server.TLSConfigOpts{
+		CertFile: f.Cert, KeyFile: f.Key, CaFile: f.CA, Verify: f.CA != "",
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // connect opens an in-process connection to the embedded server.

@@ -20,6 +20,8 @@ import (
 
 	"github.com/onechat/onechat/auth"
 	"github.com/onechat/onechat/bus"
+	"github.com/onechat/onechat/presence"
+	"github.com/onechat/onechat/protocol"
 	"github.com/onechat/onechat/session"
 	"github.com/onechat/onechat/storage"
 	"github.com/onechat/onechat/transport/httpapi"
@@ -41,16 +43,21 @@ type Node struct {
 	hub   *session.Hub
 	live  *bus.Live
 	svc   *service
+	peers *cluster
+	dir   *presence.Directory
 
 	httpLn  net.Listener
 	tcpLn   net.Listener
 	pprofLn net.Listener
 	httpSrv *http.Server
+	handler atomic.Pointer[http.Handler] // the API once started
 	tcpSrv  *tcp.Server
 
+	bgCtx    context.Context
 	cancel   context.CancelFunc
 	bg       sync.WaitGroup
 	ready    atomic.Bool
+	lameDuck bool // leave the NATS cluster in lame duck mode
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -64,7 +71,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Log}
 	for _, step := range []func() error{
-		func() error { return n.openStores(ctx) },
+		n.openNATS,
+		n.listenHTTP,
+		func() error { return n.openInbox(ctx) },
 		func() error { return n.startCore(ctx) },
 		n.listen,
 	} {
@@ -77,7 +86,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-func (n *Node) openStores(ctx context.Context) error {
+func (n *Node) openNATS() error {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("node: data directory: %w", err)
 	}
@@ -89,29 +98,83 @@ func (n *Node) openStores(ctx context.Context) error {
 	if n.nodeID, err = meta.NodeID(); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	n.log = n.log.With("node", n.nodeID)
+	n.log = n.log.With("node", n.cfg.Name)
 	n.cfg.Log = n.log
-	if n.ns, err = startNATS(&n.cfg, "onechat-"+n.nodeID); err != nil {
+	if n.ns, err = startNATS(&n.cfg); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	if n.pub, err = connect(n.ns, "onechat-pub", n.log); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	return nil
+}
+
+// listenHTTP serves health endpoints while the rest starts: a clustered
+// node may wait a while for its peers before its store is ready.
+func (n *Node) listenHTTP() error {
+	var err error
+	if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("node: listen http (--http): %w", err)
+	}
+	var starting http.Handler = httpapi.Starting(n.readyErr)
+	n.handler.Store(&starting)
+	n.httpSrv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			(*n.handler.Load()).ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	n.bg.Go(func() {
+		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "err", err)
+		}
+	})
+	return nil
+}
+
+// openInbox creates or joins the inbox stream. In a cluster that needs the
+// JetStream meta leader and, the first time, enough peers to place the
+// replicas, so it retries until the cluster is there or ctx ends.
+func (n *Node) openInbox(ctx context.Context) error {
 	js, err := jetstream.New(n.pub)
 	if err != nil {
 		return fmt.Errorf("node: jetstream: %w", err)
 	}
-	n.inbox, err = storage.OpenInbox(ctx, js, storage.InboxConfig{
+	cfg := storage.InboxConfig{
 		Retention:   n.cfg.Retention,
 		DedupWindow: n.cfg.DedupWindow,
 		// Room for the envelope's id, names and escapes around a body
 		// that filled a whole frame.
 		MaxMsgSize: int32(n.cfg.Session.MaxFrame + 4096),
-	})
-	if err != nil {
-		return fmt.Errorf("node: %w", err)
+		Replicas:   n.cfg.Replicas,
 	}
-	return nil
+	wait := 100 * time.Millisecond
+	lastLog := time.Now()
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		n.inbox, err = storage.OpenInbox(actx, js, cfg)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if n.cfg.Cluster == "" || ctx.Err() != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		if time.Since(lastLog) > 10*time.Second {
+			n.log.Warn("waiting for the cluster to place the inbox stream",
+				"replicas", n.cfg.Replicas, "err", err)
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node: waiting for the cluster: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
 
 func (n *Node) startCore(ctx context.Context) error {
@@ -120,8 +183,22 @@ func (n *Node) startCore(ctx context.Context) error {
 		return fmt.Errorf("node: %w", err)
 	}
 	verifier := auth.NewVerifier(secret)
+	n.peers = newCluster(n.cfg.Name, n.pub, n.inbox, n.log)
+	if err := n.peers.start(ctx); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
 	n.hub = session.NewHub(session.HubDeps{
 		Config: n.cfg.Session, Log: n.log, NodeID: n.nodeID, Verifier: verifier, Inbox: n.inbox,
+		Cluster: n.peers,
+	})
+	n.peers.hub = n.hub
+	n.dir = presence.NewDirectory(presence.Config{
+		Node:  n.cfg.Name,
+		Local: n.localDevices,
+		Interest: func(subject string) int {
+			return n.ns.GlobalAccount().Interest(subject)
+		},
+		Conn: n.pub,
 	})
 	for i := range n.cfg.LiveShards {
 		nc, err := connect(n.ns, fmt.Sprintf("onechat-live-%d", i), n.log)
@@ -130,15 +207,21 @@ func (n *Node) startCore(ctx context.Context) error {
 		}
 		n.shard = append(n.shard, nc)
 	}
-	n.live = bus.NewLive(bus.LiveConfig{Conns: n.shard, Buffer: n.cfg.LiveBuffer, Handle: n.hub.DeliverLive})
+	n.live = bus.NewLive(bus.LiveConfig{Conns: n.shard, Buffer: n.cfg.LiveBuffer, Handle: func(m *nats.Msg) {
+		if presence.IsProbe(m) {
+			n.dir.Answer(m)
+			return
+		}
+		n.hub.DeliverLive(m)
+	}})
 	n.hub.SetLive(n.live)
 
 	bg, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	n.bgCtx, n.cancel = bg, cancel
 	n.live.Run(bg)
 	n.bg.Go(func() { n.hub.Run(bg) })
 
-	n.svc = newService(n.hub, n.log, n.cfg.ServiceWorkers)
+	n.svc = newService(n.hub, n.dir, n.log, n.cfg.ServiceWorkers)
 	if err := n.svc.start(n.pub); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
@@ -151,13 +234,8 @@ func (n *Node) startCore(ctx context.Context) error {
 		ReadBufferSize: n.cfg.WSReadBuffer,
 	}), http.MethodGet))
 	httpAPI.Register(mux)
-	n.httpSrv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-	}
+	var h http.Handler = mux
+	n.handler.Store(&h)
 	n.tcpSrv = tcp.NewServer(n.hub, n.log, tcp.Config{
 		MaxFrame: n.cfg.Session.MaxFrame, WriteTimeout: n.cfg.Session.WriteTimeout,
 	})
@@ -166,17 +244,9 @@ func (n *Node) startCore(ctx context.Context) error {
 
 func (n *Node) listen() error {
 	var err error
-	if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("node: listen http (--http): %w", err)
-	}
 	if n.tcpLn, err = net.Listen("tcp", n.cfg.TCPAddr); err != nil {
 		return fmt.Errorf("node: listen tcp (--tcp): %w", err)
 	}
-	n.bg.Go(func() {
-		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("http server stopped", "err", err)
-		}
-	})
 	n.bg.Go(func() {
 		if err := n.tcpSrv.Serve(n.tcpLn); err != nil {
 			n.log.Error("tcp server stopped", "err", err)
@@ -189,7 +259,37 @@ func (n *Node) listen() error {
 		n.bg.Go(func() { _ = http.Serve(n.pprofLn, pprofMux()) })
 		n.log.Info("serving pprof", "addr", n.pprofLn.Addr().String())
 	}
+	self := n.clientAddr()
+	n.peers.self.Store(&self)
+	bg := n.bgCtx
+	n.bg.Go(func() { n.peers.run(bg) })
 	return nil
+}
+
+// localDevices lists user's connections on this node for presence.
+func (n *Node) localDevices(user string) []presence.Device {
+	var out []presence.Device
+	for _, d := range n.hub.Online(user) {
+		out = append(out, presence.Device{Node: n.cfg.Name, Session: d.Session, Transport: d.Transport})
+	}
+	return out
+}
+
+// clientAddr is where clients reach this node, for the node list.
+func (n *Node) clientAddr() protocol.NodeAddr {
+	host := func(addr string) string {
+		h, port, _ := net.SplitHostPort(addr)
+		if n.cfg.Advertise != "" {
+			h = n.cfg.Advertise
+		} else if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+			h, _ = os.Hostname()
+		}
+		return net.JoinHostPort(h, port)
+	}
+	web := host(n.HTTPAddr())
+	return protocol.NodeAddr{
+		Name: n.cfg.Name, WS: "ws://" + web + "/ws", HTTP: "http://" + web, TCP: host(n.TCPAddr()),
+	}
 }
 
 func pprofMux() *http.ServeMux {
@@ -215,6 +315,9 @@ func (n *Node) NATSURL() string {
 	}
 	return n.ns.ClientURL()
 }
+
+// Name is the node's name in the cluster.
+func (n *Node) Name() string { return n.cfg.Name }
 
 // ID is the node's ID, stable for its data directory.
 func (n *Node) ID() string { return n.nodeID }
@@ -244,8 +347,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) shutdown(ctx context.Context) error {
 	n.ready.Store(false)
-	n.log.Info("shutting down")
+	n.log.Info("draining")
 	var errs []error
+	n.peers.leave()
 	_ = n.tcpLn.Close()
 	if err := n.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
@@ -255,6 +359,8 @@ func (n *Node) shutdown(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	n.tcpSrv.Wait()
+	n.peers.stop()
+	n.lameDuck = n.cfg.Cluster != ""
 	n.teardown()
 	n.log.Info("stopped")
 	return errors.Join(errs...)
@@ -288,6 +394,13 @@ func (n *Node) teardown() {
 		n.pub.Close()
 	}
 	if n.ns != nil {
+		if n.lameDuck {
+			// Hands the stream's and the meta group's leadership to
+			// peers before leaving, so writes pause for a moment
+			// rather than for an election timeout. The node's own
+			// connections are closed by now, which keeps it short.
+			n.ns.LameDuckShutdown()
+		}
 		n.ns.Shutdown()
 		n.ns.WaitForShutdown()
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"hash/maphash"
@@ -25,14 +26,16 @@ type service struct {
 	subs     []*nats.Subscription
 	seed     maphash.Seed
 	workers  []chan *nats.Msg
+	lookups  chan struct{} // presence lookups in flight
 	wg       sync.WaitGroup
 
 	mu     sync.RWMutex // held by dispatch while it hands over a message
 	closed bool         // under mu: workers are closed
 }
 
-func newService(hub *session.Hub, log *slog.Logger, workers int) *service {
-	s := &service{hub: hub, presence: presence.NewDirectory(hub), log: log, seed: maphash.MakeSeed()}
+func newService(hub *session.Hub, dir *presence.Directory, log *slog.Logger, workers int) *service {
+	s := &service{hub: hub, presence: dir, log: log, seed: maphash.MakeSeed(),
+		lookups: make(chan struct{}, maxLookups)}
 	for range workers {
 		ch := make(chan *nats.Msg, 1024)
 		s.workers = append(s.workers, ch)
@@ -52,14 +55,31 @@ func (s *service) start(nc *nats.Conn) error {
 		return fmt.Errorf("service: subscribe %s: %w", bus.SendSubject, err)
 	}
 	s.subs = append(s.subs, sub)
-	// Presence sees this node's sessions only, which on a single node is
-	// every session.
-	sub, err = nc.QueueSubscribe(bus.PresenceSubject, "onechat", s.lookupPresence)
+	sub, err = nc.QueueSubscribe(bus.PresenceSubject, "onechat", s.dispatchPresence)
 	if err != nil {
 		return fmt.Errorf("service: subscribe %s: %w", bus.PresenceSubject, err)
 	}
 	s.subs = append(s.subs, sub)
 	return nil
+}
+
+// maxLookups bounds presence lookups in flight on a node; each may wait
+// a moment for other nodes to answer its probe.
+const maxLookups = 256
+
+// dispatchPresence runs each lookup on its own goroutine, as one waits
+// for answers; at most maxLookups at once, beyond which it blocks.
+func (s *service) dispatchPresence(m *nats.Msg) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return // the asker times out and asks again; another node answers
+	}
+	s.lookups <- struct{}{}
+	s.wg.Go(func() {
+		defer func() { <-s.lookups }()
+		s.lookupPresence(m)
+	})
 }
 
 // lookupPresence answers {"user":"bob"} with presence.Status.
@@ -75,7 +95,7 @@ func (s *service) lookupPresence(m *nats.Msg) {
 		s.respond(m, protocol.EncodeError(protocol.Errorf(protocol.CodeBadUser, "user: %v", err)))
 		return
 	}
-	s.respond(m, protocol.Encode(s.presence.Lookup(q.User)))
+	s.respond(m, protocol.Encode(s.presence.Lookup(context.Background(), q.User)))
 }
 
 // dispatch runs on the subscription's goroutine. It blocks while the

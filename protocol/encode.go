@@ -19,6 +19,16 @@ type OK struct {
 	Timeout  int64  `json:"timeout"`   // ms of silence before the server closes
 	MaxFrame int    `json:"max_frame"` // bytes
 	Exp      int64  `json:"exp"`       // token expiry, unix seconds
+	// Nodes are where to reconnect when this node goes away.
+	Nodes []NodeAddr `json:"nodes,omitempty"`
+}
+
+// NodeAddr is where clients reach one node; empty fields are not served.
+type NodeAddr struct {
+	Name string `json:"name"`
+	WS   string `json:"ws,omitempty"`   // WebSocket URL
+	TCP  string `json:"tcp,omitempty"`  // host:port of the TCP protocol
+	HTTP string `json:"http,omitempty"` // base URL of the HTTP API
 }
 
 // Ack confirms that a sent message is stored.

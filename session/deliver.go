@@ -30,6 +30,17 @@ func (h *Hub) DeliverLive(m *nats.Msg) {
 	if us == nil {
 		return // the user went offline; the message waits in the store
 	}
+	if !us.known {
+		if b := us.base.Load(); b >= 0 {
+			us.lastSeq, us.known = uint64(b), true
+		}
+	}
+	if m.Header.Get(bus.HeaderCheck) != "" {
+		if us.known {
+			h.backfill(us, 0)
+		}
+		return
+	}
 	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
 	if err != nil || seq == 0 {
 		h.warn.warn("live-header", "live message without a sequence", "subject", m.Subject)
@@ -39,12 +50,12 @@ func (h *Hub) DeliverLive(m *nats.Msg) {
 	if seq <= us.lastSeq {
 		return // already handled, by a backfill
 	}
-	if us.lastSeq != 0 && prev > us.lastSeq {
+	if us.known && prev > us.lastSeq {
 		if !h.backfill(us, prev) {
 			return
 		}
 	}
-	us.lastSeq = seq
+	us.lastSeq, us.known = seq, true
 	h.fanOut(us, seq, m.Data, m.Header.Get(bus.HeaderOrigin))
 }
 
@@ -66,18 +77,22 @@ func (h *Hub) fanOut(us *userState, seq uint64, envelope []byte, origin string) 
 }
 
 // backfill delivers the stored messages of us after us.lastSeq up to and
-// including upTo. It reports false when it could not, after closing the
-// user's sessions so that their clients reconnect and sync.
+// including upTo, or all of them when upTo is 0. It reports false when it
+// could not, after closing the user's sessions so that their clients
+// reconnect and sync.
 func (h *Hub) backfill(us *userState, upTo uint64) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
-	for n := 0; us.lastSeq < upTo; n++ {
+	for n := 0; upTo == 0 || us.lastSeq < upTo; n++ {
 		if n >= h.cfg.MaxBackfill {
 			h.dropUser(us, "live gap larger than the backfill limit")
 			return false
 		}
 		st, err := h.inbox.Next(ctx, us.user, us.lastSeq+1)
-		if err == storage.ErrEnd || (err == nil && st.Seq > upTo) {
+		if upTo == 0 && err == storage.ErrEnd {
+			break
+		}
+		if err == storage.ErrEnd || (err == nil && upTo != 0 && st.Seq > upTo) {
 			us.lastSeq = upTo // expired or deleted meanwhile
 			break
 		}
@@ -101,4 +116,17 @@ func (h *Hub) dropUser(us *userState, why string) {
 			go s.Shutdown(protocol.CodeSlowConsumer, "missed live messages; reconnect and sync")
 		}
 	}
+}
+
+// CatchUp makes every online user's shard read, from the store, whatever
+// was stored for them after the last message it handled. The node calls
+// it when the stream's leader changes: a leader that died after storing
+// a message but before republishing it leaves no gap for a later
+// message to reveal until the next one arrives.
+func (h *Hub) CatchUp(ctx context.Context) {
+	h.users.each(func(us *userState) {
+		if ctx.Err() == nil {
+			h.live.Check(ctx, us.user)
+		}
+	})
 }

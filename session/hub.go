@@ -89,6 +89,7 @@ type Hub struct {
 	verify *auth.Verifier
 	inbox  *storage.Inbox
 	live   *bus.Live
+	peers  Cluster
 
 	users    userTable
 	sessions sessionSet
@@ -107,7 +108,26 @@ type HubDeps struct {
 	NodeID   string // unique per node; prefixes session IDs
 	Verifier *auth.Verifier
 	Inbox    *storage.Inbox
+	Cluster  Cluster // nil on a node without peers to coordinate with
 }
+
+// Cluster is what the hub needs from the node's place in a cluster.
+type Cluster interface {
+	// Barrier returns once messages stored from now on will be
+	// republished to every subscription this node has made so far.
+	Barrier(ctx context.Context) error
+	// Nodes lists the nodes clients may connect to.
+	Nodes() []protocol.NodeAddr
+	// UserOnline is told when a user's first session on this node
+	// starts (true) and their last one ends (false).
+	UserOnline(user string, online bool)
+}
+
+type soloCluster struct{}
+
+func (soloCluster) Barrier(context.Context) error { return nil }
+func (soloCluster) Nodes() []protocol.NodeAddr    { return nil }
+func (soloCluster) UserOnline(string, bool)       {}
 
 // NewHub returns a Hub. Attach a live subscription set with SetLive
 // before accepting sessions.
@@ -119,7 +139,11 @@ func NewHub(d HubDeps) *Hub {
 		node:   d.NodeID,
 		verify: d.Verifier,
 		inbox:  d.Inbox,
+		peers:  d.Cluster,
 		now:    time.Now,
+	}
+	if h.peers == nil {
+		h.peers = soloCluster{}
 	}
 	h.users.init()
 	h.sessions.init()

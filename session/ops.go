@@ -42,6 +42,7 @@ func (s *Session) authLocked(token, ref string, after *uint64) *protocol.Error {
 		Timeout:  h.cfg.IdleTimeout.Milliseconds(),
 		MaxFrame: h.cfg.MaxFrame,
 		Exp:      claims.Expiry.Unix(),
+		Nodes:    h.peers.Nodes(),
 	})
 	if s.user != "" {
 		s.expires.Store(claims.Expiry.Unix())

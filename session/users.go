@@ -24,8 +24,13 @@ type userState struct {
 	sessions atomic.Pointer[[]*Session] // copy on write; read without mu
 
 	// lastSeq is the sequence of the last live message handled for this
-	// user, 0 until the first. Only the user's bus shard goroutine uses it.
+	// user; known says it is set. Only the user's bus shard goroutine
+	// uses them. Before the first live message, lastSeq starts from base.
 	lastSeq uint64
+	known   bool
+	// base is the last sequence in the user's inbox just after the
+	// subscription was made, or -1 until read.
+	base atomic.Int64
 }
 
 // userTable maps subject tokens to online users.
@@ -65,6 +70,7 @@ func (t *userTable) getOrCreate(user, token string) *userState {
 	us := sh.m[token]
 	if us == nil {
 		us = &userState{user: user, token: token}
+		us.base.Store(-1)
 		sh.m[token] = us
 	}
 	return us
@@ -115,6 +121,13 @@ func (h *Hub) registerLocked(ctx context.Context, us *userState, s *Session, fir
 			return protocol.Errorf(protocol.CodeUnavailable, "could not subscribe; retry")
 		}
 		us.sub = sub
+		if err := h.peers.Barrier(ctx); err != nil {
+			// The subscription is made; at worst the first message is
+			// found by gap detection.
+			h.log.Debug("cluster barrier failed", "user", s.user, "err", err)
+		}
+		h.readBase(ctx, us)
+		h.peers.UserOnline(s.user, true)
 	}
 	next := make([]*Session, len(cur), len(cur)+1)
 	copy(next, cur)
@@ -165,10 +178,44 @@ func (h *Hub) unregister(s *Session) {
 	if err := us.sub.Unsubscribe(); err != nil && err != nats.ErrConnectionClosed {
 		h.log.Warn("live unsubscribe failed", "user", us.user, "err", err)
 	}
+	h.peers.UserOnline(us.user, false)
 }
 
-// Online returns the transports of user's sessions on this node.
-func (h *Hub) Online(user string) []string {
+// readBase records the last sequence in us's inbox, so that a first live
+// message that follows a lost one is recognised as a gap.
+func (h *Hub) readBase(ctx context.Context, us *userState) {
+	last, err := h.inbox.Last(ctx, us.user)
+	if err != nil {
+		h.log.Debug("reading the inbox's last sequence failed", "user", us.user, "err", err)
+		return
+	}
+	us.base.Store(int64(last))
+}
+
+// each calls fn for every online user on the node.
+func (t *userTable) each(fn func(*userState)) {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		list := make([]*userState, 0, len(sh.m))
+		for _, us := range sh.m {
+			list = append(list, us)
+		}
+		sh.mu.RUnlock()
+		for _, us := range list {
+			fn(us)
+		}
+	}
+}
+
+// Device is one of a user's connections.
+type Device struct {
+	Session   string `json:"session"`
+	Transport string `json:"transport"`
+}
+
+// Online returns user's connections on this node.
+func (h *Hub) Online(user string) []Device {
 	us := h.users.get(bus.Token(user))
 	if us == nil {
 		return nil
@@ -177,9 +224,9 @@ func (h *Hub) Online(user string) []string {
 	if p == nil {
 		return nil
 	}
-	out := make([]string, 0, len(*p))
+	out := make([]Device, 0, len(*p))
 	for _, s := range *p {
-		out = append(out, s.conn.Transport())
+		out = append(out, Device{Session: s.id, Transport: s.conn.Transport()})
 	}
 	return out
 }

@@ -142,6 +142,32 @@ func (in *Inbox) Next(ctx context.Context, user string, from uint64) (Stored, er
 	return Stored{Seq: m.Sequence, Data: m.Data, Origin: m.Header.Get(bus.HeaderOrigin)}, nil
 }
 
+// Last returns the sequence of the last message in user's inbox, or 0
+// when it holds none.
+func (in *Inbox) Last(ctx context.Context, user string) (uint64, error) {
+	m, err := in.stream.GetLastMsgForSubject(ctx, bus.InboxSubject(user))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("storage: last for %s: %w", user, err)
+	}
+	return m.Sequence, nil
+}
+
+// Leader returns the name of the server leading the inbox stream; on a
+// single node that is the node itself.
+func (in *Inbox) Leader(ctx context.Context) (string, error) {
+	info, err := in.stream.Info(ctx)
+	if err != nil {
+		return "", fmt.Errorf("storage: stream info: %w", err)
+	}
+	if info.Cluster == nil {
+		return "", nil
+	}
+	return info.Cluster.Leader, nil
+}
+
 // Bounds returns the first and last sequence the stream holds. A cursor
 // below first-1 means messages after it may have expired.
 func (in *Inbox) Bounds(ctx context.Context) (first, last uint64, err error) {

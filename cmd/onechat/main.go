@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -68,6 +69,24 @@ func serveCmd(args []string) error {
 	fs.Float64Var(&cfg.Session.SendRate, "send-rate", 100, "sends per second per connection (-1: no limit)")
 	fs.IntVar(&cfg.Session.SendBurst, "send-burst", 200, "sends allowed in a burst above --send-rate")
 	fs.IntVar(&cfg.Session.MaxConnsPerUser, "max-conns-per-user", 32, "connections per user on one node")
+	fs.StringVar(&cfg.Name, "name", "", "node name, unique in the cluster and stable across restarts (default: host name)")
+	fs.StringVar(&cfg.Cluster, "cluster", "", "route listen address (e.g. :6222); set to form a cluster")
+	routes := fs.String("routes", "", "comma-separated seed routes, e.g. nats://node1:6222,nats://node2:6222")
+	fs.StringVar(&cfg.ClusterName, "cluster-name", "onechat", "NATS cluster name; the same on every node")
+	fs.StringVar(&cfg.ClusterAdvertise, "cluster-advertise", "", "route host:port peers dial, if not the listen address")
+	fs.StringVar(&cfg.ClusterUser, "cluster-user", "", "user name routes must present")
+	fs.StringVar(&cfg.ClusterPassword, "cluster-password", "", "password routes must present")
+	fs.StringVar(&cfg.ClusterTLS.Cert, "cluster-tls-cert", "", "route TLS certificate (PEM)")
+	fs.StringVar(&cfg.ClusterTLS.Key, "cluster-tls-key", "", "route TLS key (PEM)")
+	fs.StringVar(&cfg.ClusterTLS.CA, "cluster-tls-ca", "", "CA that route certificates must chain to (PEM)")
+	fs.StringVar(&cfg.NATSTLS.Cert, "nats-tls-cert", "", "NATS client port TLS certificate (PEM)")
+	fs.StringVar(&cfg.NATSTLS.Key, "nats-tls-key", "", "NATS client port TLS key (PEM)")
+	fs.StringVar(&cfg.NATSTLS.CA, "nats-tls-ca", "", "CA that NATS clients' certificates must chain to (PEM)")
+	fs.IntVar(&cfg.Replicas, "replicas", 0, "inbox stream replicas (default: 1 alone, 3 with --cluster)")
+	fs.StringVar(&cfg.Advertise, "advertise", "",
+		"host clients reach this node at, in the node list sent to them (default: listen host or host name)")
+	drain := fs.Duration("drain-timeout", 20*time.Second,
+		"on SIGTERM, how long connections get to finish before they are cut")
 	fs.StringVar(&cfg.PprofAddr, "pprof", "",
 		"serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -87,23 +106,28 @@ func serveCmd(args []string) error {
 		return err
 	}
 	cfg.Log = log
-	return serve(cfg)
+	for _, r := range strings.Split(*routes, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			cfg.Routes = append(cfg.Routes, r)
+		}
+	}
+	return serve(cfg, *drain)
 }
 
-func serve(cfg node.Config) error {
+func serve(cfg node.Config, drain time.Duration) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	cfg.Log.Info("onechat is ready",
+	cfg.Log.Info("onechat is ready", "name", n.Name(),
 		"http", n.HTTPAddr(), "websocket", "ws://"+n.HTTPAddr()+"/ws",
 		"tcp", n.TCPAddr(), "nats", n.NATSURL(), "data", cfg.DataDir)
 	cfg.Log.Info("get a client token with: onechat token --data " + cfg.DataDir + " <user>")
 	<-ctx.Done()
 	stop() // a second signal now ends the process at once
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	return n.Shutdown(shutdownCtx)
 }

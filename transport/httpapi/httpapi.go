@@ -41,13 +41,35 @@ func New(hub *session.Hub, verify *auth.Verifier, log *slog.Logger, cfg Config) 
 // Register adds the API's routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("/v1/messages", Methods(http.HandlerFunc(a.messages), http.MethodGet, http.MethodPost))
-	mux.Handle("/healthz", Methods(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	}), http.MethodGet))
-	mux.Handle("/readyz", Methods(http.HandlerFunc(a.readyz), http.MethodGet))
+	registerHealth(mux, a.cfg.Ready)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, protocol.Errorf(protocol.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
 	})
+}
+
+// Starting is the handler while the node starts: health endpoints answer
+// and everything else is unavailable.
+func Starting(ready func() error) http.Handler {
+	mux := http.NewServeMux()
+	registerHealth(mux, ready)
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, protocol.Errorf(protocol.CodeUnavailable, "the node is starting; retry"))
+	})
+	return mux
+}
+
+func registerHealth(mux *http.ServeMux, ready func() error) {
+	mux.Handle("/healthz", Methods(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}), http.MethodGet))
+	mux.Handle("/readyz", Methods(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable,
+				map[string]string{"status": "unavailable", "reason": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}), http.MethodGet))
 }
 
 // Methods lets only the given methods (and HEAD with GET) reach h; others
@@ -64,15 +86,6 @@ func Methods(h http.Handler, methods ...string) http.Handler {
 		w.Header().Set("Allow", allow)
 		writeError(w, protocol.Errorf(protocol.CodeMethodNotAllowed, "%s %s: use %s", r.Method, r.URL.Path, allow))
 	})
-}
-
-func (a *API) readyz(w http.ResponseWriter, _ *http.Request) {
-	if err := a.cfg.Ready(); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable,
-			map[string]string{"status": "unavailable", "reason": err.Error()})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func (a *API) messages(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,274 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/onechat/onechat/bus"
+	"github.com/onechat/onechat/protocol"
+	"github.com/onechat/onechat/session"
+	"github.com/onechat/onechat/storage"
+)
+
+// Membership timing. A node that has sent no heartbeat for peerExpiry is
+// reported down (on oc.presence.node.*) and dropped from the node list
+// clients get.
+const (
+	beatEvery    = 2 * time.Second
+	peerExpiry   = 8 * time.Second
+	leaderEvery  = 10 * time.Second
+	catchUpDelay = 500 * time.Millisecond
+)
+
+// cluster is the node's view of its peers: who is up and where clients
+// reach them, which node leads the inbox stream, and the presence events
+// that follow from both. It implements session.Cluster.
+type cluster struct {
+	name  string
+	nc    *nats.Conn
+	inbox *storage.Inbox
+	log   *slog.Logger
+	hub   *session.Hub // set before run
+
+	self    atomic.Pointer[protocol.NodeAddr]
+	leader  atomic.Pointer[string]
+	leaving atomic.Bool
+
+	mu    sync.Mutex
+	peers map[string]peer
+
+	subs     []*nats.Subscription
+	catching atomic.Bool
+}
+
+type peer struct {
+	addr protocol.NodeAddr
+	seen time.Time
+}
+
+// beat is a heartbeat on bus.NodeBeatSubject.
+type beat struct {
+	protocol.NodeAddr
+	State string `json:"state"` // "up", or "leaving" once, when draining
+}
+
+// presenceEvent is published on oc.presence.user.* and oc.presence.node.*.
+type presenceEvent struct {
+	User   string `json:"user,omitempty"`
+	Node   string `json:"node"`
+	Online bool   `json:"online"`
+	Reason string `json:"reason,omitempty"` // node events: "drain" or "lost"
+	TS     int64  `json:"ts"`               // unix ms
+}
+
+var _ session.Cluster = (*cluster)(nil)
+
+func newCluster(name string, nc *nats.Conn, inbox *storage.Inbox, log *slog.Logger) *cluster {
+	c := &cluster{name: name, nc: nc, inbox: inbox, log: log, peers: map[string]peer{}}
+	c.self.Store(&protocol.NodeAddr{Name: name})
+	empty := ""
+	c.leader.Store(&empty)
+	return c
+}
+
+// start subscribes to the cluster's subjects and learns the stream leader.
+func (c *cluster) start(ctx context.Context) error {
+	for _, s := range []struct {
+		subject string
+		handle  nats.MsgHandler
+	}{
+		{bus.BarrierSubject(c.name), func(m *nats.Msg) { _ = m.Respond(nil) }},
+		{bus.NodeBeatSubject, c.onBeat},
+		{server.JSAdvisoryStreamLeaderElectedPre + "." + storage.StreamName, c.onLeader},
+	} {
+		sub, err := c.nc.Subscribe(s.subject, s.handle)
+		if err != nil {
+			return fmt.Errorf("cluster: subscribe %s: %w", s.subject, err)
+		}
+		c.subs = append(c.subs, sub)
+	}
+	c.refreshLeader(ctx)
+	return nil
+}
+
+// run sends heartbeats and expires silent peers until ctx ends.
+func (c *cluster) run(ctx context.Context) {
+	c.publish(bus.NodePresencePrefix+bus.Token(c.name), presenceEvent{Node: c.name, Online: true})
+	c.sendBeat("up")
+	beats := time.NewTicker(beatEvery)
+	defer beats.Stop()
+	leader := time.NewTicker(leaderEvery)
+	defer leader.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-beats.C:
+			if !c.leaving.Load() {
+				c.sendBeat("up")
+			}
+			c.expire(time.Now())
+		case <-leader.C:
+			c.refreshLeader(ctx)
+		}
+	}
+}
+
+// leave tells the peers this node is going: they drop it from the node
+// list at once instead of after peerExpiry.
+func (c *cluster) leave() {
+	if c.leaving.Swap(true) {
+		return
+	}
+	c.sendBeat("leaving")
+	c.publish(bus.NodePresencePrefix+bus.Token(c.name),
+		presenceEvent{Node: c.name, Online: false, Reason: "drain"})
+	_ = c.nc.Flush()
+}
+
+func (c *cluster) stop() {
+	for _, s := range c.subs {
+		_ = s.Unsubscribe()
+	}
+}
+
+func (c *cluster) sendBeat(state string) {
+	b, _ := json.Marshal(beat{NodeAddr: *c.self.Load(), State: state})
+	if err := c.nc.Publish(bus.NodeBeatSubject, b); err != nil {
+		c.log.Debug("heartbeat not sent", "err", err)
+	}
+}
+
+func (c *cluster) onBeat(m *nats.Msg) {
+	var b beat
+	if json.Unmarshal(m.Data, &b) != nil || b.Name == "" || b.Name == c.name {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b.State == "leaving" {
+		delete(c.peers, b.Name)
+		return
+	}
+	if _, known := c.peers[b.Name]; !known {
+		c.log.Info("node joined", "peer", b.Name)
+	}
+	c.peers[b.Name] = peer{addr: b.NodeAddr, seen: time.Now()}
+}
+
+// expire drops peers silent for peerExpiry. Of the nodes left, the one
+// first by name reports each loss, so one event is published per loss.
+func (c *cluster) expire(now time.Time) {
+	c.mu.Lock()
+	var lost []string
+	for name, p := range c.peers {
+		if now.Sub(p.seen) > peerExpiry {
+			lost = append(lost, name)
+			delete(c.peers, name)
+		}
+	}
+	reporter := true
+	for name := range c.peers {
+		if name < c.name {
+			reporter = false
+		}
+	}
+	c.mu.Unlock()
+	for _, name := range lost {
+		c.log.Warn("node lost: no heartbeat", "peer", name, "for", peerExpiry)
+		if reporter {
+			c.publish(bus.NodePresencePrefix+bus.Token(name),
+				presenceEvent{Node: name, Online: false, Reason: "lost"})
+		}
+	}
+}
+
+func (c *cluster) publish(subject string, ev presenceEvent) {
+	ev.TS = time.Now().UnixMilli()
+	b, _ := json.Marshal(ev)
+	if err := c.nc.Publish(subject, b); err != nil {
+		c.log.Debug("presence event not sent", "subject", subject, "err", err)
+	}
+}
+
+// onLeader follows the inbox stream's leader. A new leader may have taken
+// over messages its predecessor stored but never republished, so every
+// online user is checked against the store once the dust settles.
+func (c *cluster) onLeader(m *nats.Msg) {
+	var adv server.JSStreamLeaderElectedAdvisory
+	if json.Unmarshal(m.Data, &adv) != nil || adv.Leader == "" {
+		return
+	}
+	c.leader.Store(&adv.Leader)
+	c.log.Info("inbox stream has a new leader", "leader", adv.Leader)
+	if c.hub == nil || c.catching.Swap(true) {
+		return
+	}
+	go func() {
+		defer c.catching.Store(false)
+		time.Sleep(catchUpDelay)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c.hub.CatchUp(ctx)
+	}()
+}
+
+func (c *cluster) refreshLeader(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	l, err := c.inbox.Leader(ctx)
+	if err != nil {
+		c.log.Debug("stream leader unknown", "err", err)
+		return
+	}
+	c.leader.Store(&l)
+}
+
+// Barrier makes a round trip to the stream's leader. The request follows
+// this node's earlier subscriptions on the same route connection, so once
+// it is answered the leader republishes to them.
+func (c *cluster) Barrier(ctx context.Context) error {
+	leader := *c.leader.Load()
+	if leader == "" || leader == c.name {
+		return nil // the local server saw the subscription already
+	}
+	if _, err := c.nc.RequestWithContext(ctx, bus.BarrierSubject(leader), nil); err != nil {
+		return fmt.Errorf("cluster: barrier via %s: %w", leader, err)
+	}
+	return nil
+}
+
+// Nodes lists this node and the peers heard from, by name.
+func (c *cluster) Nodes() []protocol.NodeAddr {
+	out := []protocol.NodeAddr{*c.self.Load()}
+	c.mu.Lock()
+	for _, p := range c.peers {
+		out = append(out, p.addr)
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b protocol.NodeAddr) int {
+		switch {
+		case a.Name < b.Name:
+			return -1
+		case a.Name > b.Name:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// UserOnline publishes a user presence event.
+func (c *cluster) UserOnline(user string, online bool) {
+	c.publish(bus.UserPresencePrefix+bus.Token(user),
+		presenceEvent{User: user, Node: c.name, Online: online})
+}
