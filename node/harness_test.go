@@ -125,6 +125,9 @@ type frame struct {
 	Count   int             `json:"count"`
 	More    bool            `json:"more"`
 	Msgs    []frame         `json:"msgs"`
+	Nodes   []struct {
+		Name, WS, TCP, HTTP string
+	} `json:"nodes"`
 }
 
 // client is a test client on any socket transport. Frames are read by a

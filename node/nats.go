@@ -145,6 +145,9 @@ func tlsConfig(f TLSFiles) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A route is dialled as well as accepted: the CA verifies the peer's
+	// server certificate too.
+	c.RootCAs = c.ClientCAs
 	return c, nil
 }
 

@@ -154,7 +154,11 @@ func (n *Node) openInbox(ctx context.Context) error {
 	wait := 100 * time.Millisecond
 	lastLog := time.Now()
 	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		// Until the meta group has a leader, a create waits for nothing.
+		for n.cfg.Cluster != "" && !n.ns.JetStreamIsCurrent() && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		n.inbox, err = storage.OpenInbox(actx, js, cfg)
 		cancel()
 		if err == nil {
@@ -328,6 +332,8 @@ func (n *Node) readyErr() error {
 		return errors.New("node is starting or stopping")
 	case !n.ns.Running() || !n.ns.JetStreamEnabled():
 		return errors.New("embedded NATS or JetStream is not running")
+	case !n.ns.JetStreamIsCurrent():
+		return errors.New("JetStream is not in touch with a cluster leader")
 	case n.pub.Status() != nats.CONNECTED:
 		return errors.New("store connection is not connected")
 	}
@@ -371,8 +377,8 @@ func (n *Node) teardown() {
 	if n.cancel != nil {
 		n.cancel()
 	}
-	if n.httpLn != nil {
-		_ = n.httpLn.Close()
+	if n.httpSrv != nil {
+		_ = n.httpSrv.Close()
 	}
 	if n.tcpLn != nil {
 		_ = n.tcpLn.Close()
