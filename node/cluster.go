@@ -154,15 +154,22 @@ func (c *cluster) onBeat(m *nats.Msg) {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if b.State == "leaving" {
 		delete(c.peers, b.Name)
+		c.mu.Unlock()
 		return
 	}
-	if _, known := c.peers[b.Name]; !known {
-		c.log.Info("node joined", "peer", b.Name)
-	}
+	_, known := c.peers[b.Name]
 	c.peers[b.Name] = peer{addr: b.NodeAddr, seen: time.Now()}
+	c.mu.Unlock()
+	if !known {
+		c.log.Info("node joined", "peer", b.Name)
+		// A newcomer learns of this node now rather than at its next
+		// beat, so the node list it hands out is complete sooner.
+		if !c.leaving.Load() {
+			c.sendBeat("up")
+		}
+	}
 }
 
 // expire drops peers silent for peerExpiry. Of the nodes left, the one

@@ -246,9 +246,17 @@ func (c *client) deliver(b []byte) {
 // dialTCP connects a raw TCP client: newline-delimited JSON.
 func dialTCP(t testing.TB, addr, name string) *client {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	c, err := tryDialTCP(t, addr, name)
 	if err != nil {
-		t.Fatalf("dial tcp: %v", err)
+		t.Fatal(err)
+	}
+	return c
+}
+
+func tryDialTCP(t testing.TB, addr, name string) (*client, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("dial tcp %s: %w", addr, err)
 	}
 	c := newClient(t, name)
 	c.write = func(b []byte) error {
@@ -268,16 +276,26 @@ func dialTCP(t testing.TB, addr, name string) *client {
 		}
 	}()
 	t.Cleanup(c.close)
-	return c
+	return c, nil
 }
 
 // dialWS connects a WebSocket client from github.com/coder/websocket, a
 // different library from the server's.
 func dialWS(t testing.TB, url, name string, header http.Header) *client {
 	t.Helper()
-	conn, resp, err := websocket.Dial(context.Background(), url, &websocket.DialOptions{HTTPHeader: header})
+	c, err := tryDialWS(t, url, name, header)
 	if err != nil {
-		t.Fatalf("dial ws %s: %v", url, err)
+		t.Fatal(err)
+	}
+	return c
+}
+
+func tryDialWS(t testing.TB, url, name string, header http.Header) (*client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header})
+	if err != nil {
+		return nil, fmt.Errorf("dial ws %s: %w", url, err)
 	}
 	if resp.Body != nil {
 		resp.Body.Close()
@@ -302,7 +320,7 @@ func dialWS(t testing.TB, url, name string, header http.Header) *client {
 		}
 	}()
 	t.Cleanup(c.close)
-	return c
+	return c, nil
 }
 
 func (tn *testNode) ws(t testing.TB, name string) *client {
