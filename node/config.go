@@ -236,7 +236,7 @@ func (c *Config) validateCluster() []error {
 // the entry carries none.
 func routeURL(s, user, password string) (*url.URL, error) {
 	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "nats" && u.Scheme != "nats-route" && u.Scheme != "tls") || u.Port() == "" {
+	if err != nil || (u.Scheme != "nats" && u.Scheme != "nats-route") || u.Port() == "" {
 		return nil, fmt.Errorf("--routes entry %q: want nats://host:port", s)
 	}
 	if u.User == nil && user != "" {

@@ -237,6 +237,22 @@ func TestStartFailures(t *testing.T) {
 		{"data dir in use", func(c *node.Config) { c.DataDir = running.cfg.DataDir }, "in use"},
 		{"data dir is a file", func(c *node.Config) { c.DataDir = notDir }, "data directory"},
 		{"bad port", func(c *node.Config) { c.HTTPAddr = "127.0.0.1:99999" }, "--http"},
+		{"cluster without a shared secret", func(c *node.Config) {
+			c.Cluster, c.JWTSecret = "127.0.0.1:0", ""
+		}, "--jwt-secret"},
+		{"bad route", func(c *node.Config) {
+			c.Cluster, c.Routes = "127.0.0.1:0", []string{"node2:6222"}
+		}, "--routes entry"},
+		{"routes without cluster", func(c *node.Config) { c.Routes = []string{"nats://a:6222"} }, "--cluster"},
+		{"too many replicas", func(c *node.Config) { c.Cluster, c.Replicas = "127.0.0.1:0", 9 }, "--replicas"},
+		{"route user without password", func(c *node.Config) {
+			c.Cluster, c.ClusterUser = "127.0.0.1:0", "route"
+		}, "--cluster-password"},
+		{"missing TLS file", func(c *node.Config) {
+			c.Cluster = "127.0.0.1:0"
+			c.ClusterTLS = node.TLSFiles{Cert: "/nonexistent/cert.pem", Key: "/nonexistent/key.pem"}
+		}, "--cluster-tls"},
+		{"TLS key without cert", func(c *node.Config) { c.NATSTLS.Key = "k.pem" }, "--nats-tls-cert"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := node.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0",

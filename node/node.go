@@ -192,8 +192,8 @@ func (n *Node) startCore(ctx context.Context) error {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.hub = session.NewHub(session.HubDeps{
-		Config: n.cfg.Session, Log: n.log, NodeID: n.nodeID, Verifier: verifier, Inbox: n.inbox,
-		Cluster: n.peers,
+		Config: n.cfg.Session, Log: n.log, NodeID: n.nodeID, NodeName: n.cfg.Name,
+		Verifier: verifier, Inbox: n.inbox, Cluster: n.peers,
 	})
 	n.peers.hub = n.hub
 	n.dir = presence.NewDirectory(presence.Config{

@@ -85,7 +85,8 @@ func (c *Config) Validate() error {
 type Hub struct {
 	cfg    Config
 	log    *slog.Logger
-	node   string
+	node   string // ID
+	name   string
 	verify *auth.Verifier
 	inbox  *storage.Inbox
 	live   *bus.Live
@@ -106,6 +107,7 @@ type HubDeps struct {
 	Config   Config
 	Log      *slog.Logger
 	NodeID   string // unique per node; prefixes session IDs
+	NodeName string // the node's name, told to clients
 	Verifier *auth.Verifier
 	Inbox    *storage.Inbox
 	Cluster  Cluster // nil on a node without peers to coordinate with
@@ -137,6 +139,7 @@ func NewHub(d HubDeps) *Hub {
 		cfg:    d.Config,
 		log:    d.Log,
 		node:   d.NodeID,
+		name:   d.NodeName,
 		verify: d.Verifier,
 		inbox:  d.Inbox,
 		peers:  d.Cluster,

@@ -37,7 +37,7 @@ func (s *Session) authLocked(token, ref string, after *uint64) *protocol.Error {
 	}
 	h := s.hub
 	ok := protocol.Encode(protocol.OK{
-		Op: protocol.OpOK, Ref: ref, User: claims.User, Session: s.id, Node: h.node,
+		Op: protocol.OpOK, Ref: ref, User: claims.User, Session: s.id, Node: h.name,
 		Ping:     h.cfg.PingInterval.Milliseconds(),
 		Timeout:  h.cfg.IdleTimeout.Milliseconds(),
 		MaxFrame: h.cfg.MaxFrame,
