@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -44,6 +45,9 @@ type Inbox struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	acks   *acker
+	// replicated: reads by direct get may come from a replica a few
+	// messages behind the leader; see Next.
+	replicated bool
 }
 
 // Stored describes one message in an inbox.
@@ -84,7 +88,7 @@ func OpenInbox(ctx context.Context, js jetstream.JetStream, cfg InboxConfig) (*I
 	if err != nil {
 		return nil, err
 	}
-	return &Inbox{js: js, stream: st, acks: acks}, nil
+	return &Inbox{js: js, stream: st, acks: acks, replicated: cfg.Replicas > 1}, nil
 }
 
 // Close stops waiting for acks; Appends in flight fail.
@@ -131,15 +135,65 @@ func (in *Inbox) Get(ctx context.Context, seq uint64) (Stored, error) {
 
 // Next returns the first message in user's inbox with a sequence of at
 // least from, or ErrEnd.
+//
+// It reads by direct get, which any replica answers. A replica applies
+// messages in order, so one that is behind lacks only the newest ones: a
+// message it returns is the right one, but its "none" may be stale. With
+// replicas, a "none" is therefore confirmed by the stream's leader.
 func (in *Inbox) Next(ctx context.Context, user string, from uint64) (Stored, error) {
 	m, err := in.stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(bus.InboxSubject(user)))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		if in.replicated {
+			return in.nextFromLeader(ctx, user, from)
+		}
 		return Stored{}, ErrEnd
 	}
 	if err != nil {
 		return Stored{}, fmt.Errorf("storage: next for %s from %d: %w", user, from, err)
 	}
 	return Stored{Seq: m.Sequence, Data: m.Data, Origin: m.Header.Get(bus.HeaderOrigin)}, nil
+}
+
+// nextFromLeader is Next answered by the stream's leader ($JS.API.STREAM.
+// MSG.GET is served by the leader only).
+func (in *Inbox) nextFromLeader(ctx context.Context, user string, from uint64) (Stored, error) {
+	req, _ := json.Marshal(struct {
+		Seq  uint64 `json:"seq"`
+		Next string `json:"next_by_subj"`
+	}{from, bus.InboxSubject(user)})
+	r, err := in.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+StreamName, req)
+	if err != nil {
+		return Stored{}, fmt.Errorf("storage: next for %s from %d at the leader: %w", user, from, err)
+	}
+	var resp struct {
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Seq    uint64 `json:"seq"`
+			Header []byte `json:"hdrs"`
+			Data   []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(r.Data, &resp); err != nil {
+		return Stored{}, fmt.Errorf("storage: next for %s at the leader: %w", user, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
+		return Stored{}, ErrEnd
+	case resp.Error != nil:
+		return Stored{}, fmt.Errorf("storage: next for %s at the leader: %s", user, resp.Error.Description)
+	case resp.Message == nil:
+		return Stored{}, fmt.Errorf("storage: next for %s at the leader: empty answer", user)
+	}
+	st := Stored{Seq: resp.Message.Seq, Data: resp.Message.Data}
+	if len(resp.Message.Header) > 0 {
+		if h, err := nats.DecodeHeadersMsg(resp.Message.Header); err == nil {
+			st.Origin = h.Get(bus.HeaderOrigin)
+		}
+	}
+	return st, nil
 }
 
 // Last returns the sequence of the last message in user's inbox, or 0

@@ -105,3 +105,31 @@ func TestParseAck(t *testing.T) {
 		t.Errorf("no responders: %v", r.err)
 	}
 }
+
+// The leader's answer to "next message" matches the direct get's, headers
+// included, and "none" is ErrEnd. (On one server the leader is that server;
+// the cluster case is covered by the node's failover tests.)
+func TestNextFromLeader(t *testing.T) {
+	in := openTestInbox(t)
+	ctx := context.Background()
+	if _, err := in.Append(ctx, "bob", []byte(`{"a":1}`), "", "sess-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.Append(ctx, "alice", []byte(`{"b":2}`), "", ""); err != nil {
+		t.Fatal(err)
+	}
+	direct, err := in.Next(ctx, "bob", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lead, err := in.nextFromLeader(ctx, "bob", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lead.Seq != direct.Seq || string(lead.Data) != string(direct.Data) || lead.Origin != "sess-1" {
+		t.Fatalf("leader %+v, direct %+v", lead, direct)
+	}
+	if _, err := in.nextFromLeader(ctx, "bob", lead.Seq+1); !errors.Is(err, ErrEnd) {
+		t.Fatalf("after the last: %v, want ErrEnd", err)
+	}
+}
