@@ -89,6 +89,7 @@ func serveCmd(args []string) error {
 		"on SIGTERM, how long connections get to finish before they are cut")
 	fs.StringVar(&cfg.PprofAddr, "pprof", "",
 		"serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
+	configFile := fs.String("config", "", "YAML file of settings keyed by flag name; flags and environment win over it")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = usage(fs, "onechat [flags]\n       onechat token [flags] USER\n       onechat version")
@@ -100,6 +101,11 @@ func serveCmd(args []string) error {
 	}
 	if err := applyEnv(fs); err != nil {
 		return err
+	}
+	if *configFile != "" {
+		if err := applyConfigFile(fs, *configFile); err != nil {
+			return err
+		}
 	}
 	log, err := newLogger(*logLevel, *logFormat)
 	if err != nil {
