@@ -65,6 +65,10 @@ type Config struct {
 	LiveBuffer     int // channel capacity per live shard; default 16384
 	ServiceWorkers int // goroutines handling oc.api.send; default 8
 
+	// Metrics is where Prometheus metrics are served: "http" (the
+	// default) at /metrics on HTTPAddr, "off", or a host:port of their own.
+	Metrics string
+
 	// PprofAddr, when set, serves net/http/pprof on its own listener.
 	// Profiles reveal internals: bind it to loopback.
 	PprofAddr string
@@ -87,6 +91,7 @@ func (c *Config) ApplyDefaults() {
 	set(&c.TCPAddr, ":7070")
 	set(&c.NATSAddr, "127.0.0.1:4222")
 	set(&c.ClusterName, "onechat")
+	set(&c.Metrics, "http")
 	if c.Name == "" {
 		c.Name, _ = os.Hostname()
 	}
@@ -131,6 +136,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.validateCluster()...)
+	if c.Metrics != "http" && c.Metrics != "off" {
+		if _, _, err := net.SplitHostPort(c.Metrics); err != nil {
+			errs = append(errs, fmt.Errorf("--metrics %q: want http, off or host:port", c.Metrics))
+		}
+	}
 	if c.Retention < 0 || c.DedupWindow < 0 {
 		errs = append(errs, errors.New("retention and dedup window must not be negative"))
 	}

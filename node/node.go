@@ -20,6 +20,7 @@ import (
 
 	"github.com/onechat/onechat/auth"
 	"github.com/onechat/onechat/bus"
+	"github.com/onechat/onechat/metrics"
 	"github.com/onechat/onechat/presence"
 	"github.com/onechat/onechat/protocol"
 	"github.com/onechat/onechat/session"
@@ -45,13 +46,15 @@ type Node struct {
 	svc   *service
 	peers *cluster
 	dir   *presence.Directory
+	m     *metrics.Chat
 
-	httpLn  net.Listener
-	tcpLn   net.Listener
-	pprofLn net.Listener
-	httpSrv *http.Server
-	handler atomic.Pointer[http.Handler] // the API once started
-	tcpSrv  *tcp.Server
+	httpLn    net.Listener
+	tcpLn     net.Listener
+	pprofLn   net.Listener
+	metricsLn net.Listener
+	httpSrv   *http.Server
+	handler   atomic.Pointer[http.Handler] // the API once started
+	tcpSrv    *tcp.Server
 
 	bgCtx    context.Context
 	cancel   context.CancelFunc
@@ -187,15 +190,19 @@ func (n *Node) startCore(ctx context.Context) error {
 		return fmt.Errorf("node: %w", err)
 	}
 	verifier := auth.NewVerifier(secret)
+	if n.cfg.Metrics != "off" {
+		n.m = metrics.New()
+	}
 	n.peers = newCluster(n.cfg.Name, n.pub, n.inbox, n.log)
 	if err := n.peers.start(ctx); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.hub = session.NewHub(session.HubDeps{
 		Config: n.cfg.Session, Log: n.log, NodeID: n.nodeID, NodeName: n.cfg.Name,
-		Verifier: verifier, Inbox: n.inbox, Cluster: n.peers,
+		Verifier: verifier, Inbox: n.inbox, Cluster: n.peers, Metrics: n.m,
 	})
 	n.peers.hub = n.hub
+	n.registerHealth()
 	n.dir = presence.NewDirectory(presence.Config{
 		Node:  n.cfg.Name,
 		Local: n.localDevices,
@@ -238,6 +245,9 @@ func (n *Node) startCore(ctx context.Context) error {
 		ReadBufferSize: n.cfg.WSReadBuffer,
 	}), http.MethodGet))
 	httpAPI.Register(mux)
+	if n.m != nil && n.cfg.Metrics == "http" {
+		mux.Handle("/metrics", httpapi.Methods(n.m.Handler(), http.MethodGet))
+	}
 	var h http.Handler = mux
 	n.handler.Store(&h)
 	n.tcpSrv = tcp.NewServer(n.hub, n.log, tcp.Config{
@@ -256,6 +266,14 @@ func (n *Node) listen() error {
 			n.log.Error("tcp server stopped", "err", err)
 		}
 	})
+	if n.m != nil && n.cfg.Metrics != "http" {
+		if n.metricsLn, err = net.Listen("tcp", n.cfg.Metrics); err != nil {
+			return fmt.Errorf("node: listen metrics (--metrics): %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", n.m.Handler())
+		n.bg.Go(func() { _ = http.Serve(n.metricsLn, mux) })
+	}
 	if n.cfg.PprofAddr != "" {
 		if n.pprofLn, err = net.Listen("tcp", n.cfg.PprofAddr); err != nil {
 			return fmt.Errorf("node: listen pprof (--pprof): %w", err)
@@ -268,6 +286,19 @@ func (n *Node) listen() error {
 	bg := n.bgCtx
 	n.bg.Go(func() { n.peers.run(bg) })
 	return nil
+}
+
+func (n *Node) registerHealth() {
+	n.m.RegisterHealth(metrics.Health{
+		Ready:          func() bool { return n.readyErr() == nil },
+		Routes:         func() int { return n.ns.NumRoutes() },
+		Nodes:          func() int { return len(n.peers.Nodes()) },
+		JetStreamReady: n.ns.JetStreamIsCurrent,
+		StreamLeader: func() bool {
+			return !n.ns.JetStreamIsClustered() || n.ns.JetStreamIsStreamLeader("$G", storage.StreamName)
+		},
+		SlowConsumers: func() uint64 { return uint64(n.ns.NumSlowConsumers()) },
+	})
 }
 
 // localDevices lists user's connections on this node for presence.
@@ -385,6 +416,9 @@ func (n *Node) teardown() {
 	}
 	if n.pprofLn != nil {
 		_ = n.pprofLn.Close()
+	}
+	if n.metricsLn != nil {
+		_ = n.metricsLn.Close()
 	}
 	n.bg.Wait()
 	if n.live != nil {

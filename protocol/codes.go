@@ -31,6 +31,14 @@ const (
 	CodeMethodNotAllowed Code = "method_not_allowed" // HTTP: wrong method for the route
 )
 
+// Codes lists the catalogue.
+func Codes() []Code {
+	return []Code{CodeBadJSON, CodeBadUTF8, CodeUnknownOp, CodeMissingField, CodeBadField,
+		CodeFrameTooLarge, CodeBadUser, CodeAuthRequired, CodeAuthFailed, CodeTokenExpired,
+		CodeBadCursor, CodeRateLimited, CodeTooManyConns, CodeUnavailable, CodeInternal,
+		CodeSlowConsumer, CodeIdleTimeout, CodeShuttingDown, CodeNotFound, CodeMethodNotAllowed}
+}
+
 // Error is a protocol error: a code for programs and a text for people.
 // Ref echoes the client's ref when the failing frame carried one.
 type Error struct {

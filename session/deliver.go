@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,11 +57,14 @@ func (h *Hub) DeliverLive(m *nats.Msg) {
 		}
 	}
 	us.lastSeq, us.known = seq, true
-	h.fanOut(us, seq, m.Data, m.Header.Get(bus.HeaderOrigin))
+	stored, _ := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
+	h.fanOut(us, seq, m.Data, m.Header.Get(bus.HeaderOrigin), stored)
 }
 
-// fanOut builds the msg frame once and offers it to each session.
-func (h *Hub) fanOut(us *userState, seq uint64, envelope []byte, origin string) {
+// fanOut builds the msg frame once and offers it to each session. stored
+// is when the store took the message, for the delivery latency; zero when
+// unknown.
+func (h *Hub) fanOut(us *userState, seq uint64, envelope []byte, origin string, stored time.Time) {
 	frame, err := protocol.MsgFrame(envelope, seq)
 	if err != nil {
 		h.warn.warn("live-envelope", "stored message is not an onechat envelope; skipped",
@@ -74,6 +78,7 @@ func (h *Hub) fanOut(us *userState, seq uint64, envelope []byte, origin string) 
 	for _, s := range *p {
 		s.deliver(seq, frame, origin)
 	}
+	h.m.Delivered(len(*p), stored)
 }
 
 // backfill delivers the stored messages of us after us.lastSeq up to and
@@ -102,7 +107,8 @@ func (h *Hub) backfill(us *userState, upTo uint64) bool {
 			return false
 		}
 		us.lastSeq = st.Seq
-		h.fanOut(us, st.Seq, st.Data, st.Origin)
+		h.m.Backfilled()
+		h.fanOut(us, st.Seq, st.Data, st.Origin, time.Time{})
 	}
 	return true
 }

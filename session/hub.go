@@ -12,6 +12,7 @@ import (
 
 	"github.com/onechat/onechat/auth"
 	"github.com/onechat/onechat/bus"
+	"github.com/onechat/onechat/metrics"
 	"github.com/onechat/onechat/protocol"
 	"github.com/onechat/onechat/storage"
 )
@@ -91,6 +92,7 @@ type Hub struct {
 	inbox  *storage.Inbox
 	live   *bus.Live
 	peers  Cluster
+	m      *metrics.Chat
 
 	users    userTable
 	sessions sessionSet
@@ -110,7 +112,8 @@ type HubDeps struct {
 	NodeName string // the node's name, told to clients
 	Verifier *auth.Verifier
 	Inbox    *storage.Inbox
-	Cluster  Cluster // nil on a node without peers to coordinate with
+	Cluster  Cluster       // nil on a node without peers to coordinate with
+	Metrics  *metrics.Chat // nil: not measured
 }
 
 // Cluster is what the hub needs from the node's place in a cluster.
@@ -143,6 +146,7 @@ func NewHub(d HubDeps) *Hub {
 		verify: d.Verifier,
 		inbox:  d.Inbox,
 		peers:  d.Cluster,
+		m:      d.Metrics,
 		now:    time.Now,
 	}
 	if h.peers == nil {
@@ -203,6 +207,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 // once the connection has ended, whatever the cause.
 func (h *Hub) Open(conn Conn) *Session {
 	s := newSession(h, conn)
+	h.m.ConnOpened(conn.Transport())
 	h.open.Add(1)
 	h.sessions.add(s)
 	if h.closing.Load() {

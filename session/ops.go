@@ -143,6 +143,7 @@ func (s *Session) beginSync() skipRange {
 }
 
 func (s *Session) runSync(ref string, after uint64, expired bool, skip skipRange) {
+	s.hub.m.Synced()
 	cursor, count, err := s.syncFrom(after, skip)
 	if err != nil {
 		s.endSync(cursor)

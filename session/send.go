@@ -33,6 +33,14 @@ import (
 // looks for the sender's copy instead (see senderCopy); attempts with the
 // same ref on one node are serialized so that it finds it.
 func (h *Hub) Send(from string, f *protocol.Frame, origin string) (protocol.Ack, *protocol.Error) {
+	ack, perr := h.send(from, f, origin)
+	if perr == nil {
+		h.m.Accepted(ack.Dup)
+	}
+	return ack, perr
+}
+
+func (h *Hub) send(from string, f *protocol.Frame, origin string) (protocol.Ack, *protocol.Error) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
 
@@ -130,10 +138,12 @@ func (h *Hub) senderCopy(
 func (h *Hub) appendCopy(
 	ctx context.Context, user string, data []byte, msgID, origin string,
 ) (storage.AppendResult, *protocol.Error) {
+	start := time.Now()
 	r, err := h.inbox.Append(ctx, user, data, msgID, origin)
 	if err != nil {
 		return r, h.storeError(err)
 	}
+	h.m.Stored(time.Since(start))
 	return r, nil
 }
 
@@ -186,6 +196,7 @@ func (h *Hub) Page(
 	if perr != nil {
 		return protocol.Synced{}, perr
 	}
+	h.m.Synced()
 	res := protocol.Synced{Op: protocol.OpSynced, Cursor: after, Expired: expired}
 	for len(res.Msgs) < limit {
 		st, err := h.next(ctx, user, res.Cursor+1)

@@ -185,6 +185,7 @@ func (s *Session) reply(frame []byte) {
 }
 
 func (s *Session) replyError(e *protocol.Error) {
+	s.hub.m.Error(e.Code)
 	s.reply(protocol.EncodeError(e))
 }
 
@@ -233,8 +234,10 @@ func (s *Session) closeLocked(code protocol.Code, text string) {
 	s.cancel()
 	s.hub.unregister(s)
 	s.hub.log.Debug("closing connection", "session", s.id, "user", s.user, "code", code)
+	s.hub.m.Error(code)
 	last := protocol.EncodeError(&protocol.Error{Code: code, Text: text})
 	if code == protocol.CodeSlowConsumer {
+		s.hub.m.SlowConsumer()
 		// Its queue is full or stuck: drop it rather than wait for it.
 		s.out.abort()
 		s.conn.Close(code, text)
@@ -264,6 +267,7 @@ func (s *Session) Closed(err error) {
 	s.out.abort()
 	s.hub.sessions.remove(s)
 	s.hub.log.Debug("connection closed", "session", s.id, "user", s.user, "reason", err)
+	s.hub.m.ConnClosed(s.conn.Transport())
 	s.hub.open.Done()
 }
 

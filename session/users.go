@@ -112,7 +112,8 @@ func (h *Hub) registerLocked(ctx context.Context, us *userState, s *Session, fir
 		return protocol.Errorf(protocol.CodeTooManyConns,
 			"user has %d connections on this node; the limit is %d", len(cur), h.cfg.MaxConnsPerUser)
 	}
-	if us.sub == nil {
+	subscribe := us.sub == nil
+	if subscribe {
 		sub, err := h.live.Subscribe(ctx, s.user)
 		if err != nil {
 			us.dead = true
@@ -150,6 +151,7 @@ func (h *Hub) registerLocked(ctx context.Context, us *userState, s *Session, fir
 		return protocol.Errorf(protocol.CodeSlowConsumer, "connection is not reading")
 	}
 	s.us = us
+	h.m.SessionAdded(subscribe)
 	return nil
 }
 
@@ -170,6 +172,7 @@ func (h *Hub) unregister(s *Session) {
 		}
 	}
 	us.sessions.Store(&next)
+	h.m.SessionRemoved(len(next) == 0)
 	if len(next) > 0 {
 		return
 	}

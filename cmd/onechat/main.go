@@ -87,6 +87,8 @@ func serveCmd(args []string) error {
 		"host clients reach this node at, in the node list sent to them (default: listen host or host name)")
 	drain := fs.Duration("drain-timeout", 20*time.Second,
 		"on SIGTERM, how long connections get to finish before they are cut")
+	fs.StringVar(&cfg.Metrics, "metrics", "http",
+		"Prometheus metrics: \"http\" (at /metrics on --http), \"off\", or a host:port of their own")
 	fs.StringVar(&cfg.PprofAddr, "pprof", "",
 		"serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	configFile := fs.String("config", "", "YAML file of settings keyed by flag name; flags and environment win over it")
