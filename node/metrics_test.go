@@ -61,8 +61,8 @@ func TestMetrics(t *testing.T) {
 
 	m := scrape(t, url)
 	for name, want := range map[string]float64{
-		`onechat_connections{transport="ws"}`:  1,
-		`onechat_connections{transport="tcp"}`: 2,
+		`onechat_connections{transport="ws"}`:   1,
+		`onechat_connections{transport="tcp"}`:  2,
 		`onechat_sessions`:                      3,
 		`onechat_online_users`:                  2,
 		`onechat_messages_in_total`:             2,
