@@ -69,6 +69,15 @@ type Config struct {
 	// default) at /metrics on HTTPAddr, "off", or a host:port of their own.
 	Metrics string
 
+	// AdminAddr, when set, serves POST /drain, which drains and stops the
+	// node like SIGTERM and answers when done. A Kubernetes preStop hook
+	// calls it through "onechat drain". It has no authentication: bind it
+	// to loopback.
+	AdminAddr string
+	// DrainTimeout bounds how long connections get to finish when the node
+	// drains; default 20s. See Shutdown.
+	DrainTimeout time.Duration
+
 	// PprofAddr, when set, serves net/http/pprof on its own listener.
 	// Profiles reveal internals: bind it to loopback.
 	PprofAddr string
@@ -92,6 +101,9 @@ func (c *Config) ApplyDefaults() {
 	set(&c.NATSAddr, "127.0.0.1:4222")
 	set(&c.ClusterName, "onechat")
 	set(&c.Metrics, "http")
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 20 * time.Second
+	}
 	if c.Name == "" {
 		c.Name, _ = os.Hostname()
 	}

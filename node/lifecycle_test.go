@@ -2,7 +2,10 @@ package node_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -286,4 +289,33 @@ func TestFarFutureTokenExpiry(t *testing.T) {
 	c.expect("ok")
 	time.Sleep(2500 * time.Millisecond) // two sweeps
 	c.alive()
+}
+
+// POST /drain on the admin listener drains the node like SIGTERM: clients
+// are told shutting_down, the answer comes once the node has stopped, and
+// Done is closed.
+func TestAdminDrain(t *testing.T) {
+	port := freePorts(t, 1)[0]
+	admin := fmt.Sprintf("127.0.0.1:%d", port)
+	tn := startNode(t, func(c *node.Config) { c.AdminAddr = admin })
+	c := tn.tcp(t, "alice")
+	c.auth("alice")
+	if resp, err := http.Get("http://" + admin + "/drain"); err != nil || resp.StatusCode != 405 {
+		t.Fatalf("GET /drain: %v %v", resp, err)
+	}
+	resp, err := http.Post("http://"+admin+"/drain", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "drained\n" {
+		t.Fatalf("POST /drain: %d %q", resp.StatusCode, body)
+	}
+	c.expectError("shutting_down")
+	select {
+	case <-tn.Done():
+	default:
+		t.Fatal("Done not closed after the drain")
+	}
 }

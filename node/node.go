@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -51,6 +52,7 @@ type Node struct {
 	httpLn    net.Listener
 	tcpLn     net.Listener
 	pprofLn   net.Listener
+	adminLn   net.Listener
 	metricsLn net.Listener
 	httpSrv   *http.Server
 	handler   atomic.Pointer[http.Handler] // the API once started
@@ -62,6 +64,7 @@ type Node struct {
 	ready    atomic.Bool
 	lameDuck bool // leave the NATS cluster in lame duck mode
 	stopOnce sync.Once
+	stopped  chan struct{} // closed when Shutdown has finished
 	stopErr  error
 }
 
@@ -72,7 +75,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("node: invalid configuration:\n%w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Log}
+	n := &Node{cfg: cfg, log: cfg.Log, stopped: make(chan struct{})}
 	for _, step := range []func() error{
 		n.openNATS,
 		n.listenHTTP,
@@ -274,6 +277,14 @@ func (n *Node) listen() error {
 		mux.Handle("/metrics", n.m.Handler())
 		n.bg.Go(func() { _ = http.Serve(n.metricsLn, mux) })
 	}
+	if n.cfg.AdminAddr != "" {
+		if n.adminLn, err = net.Listen("tcp", n.cfg.AdminAddr); err != nil {
+			return fmt.Errorf("node: listen admin (--admin): %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/drain", httpapi.Methods(http.HandlerFunc(n.serveDrain), http.MethodPost))
+		n.bg.Go(func() { _ = http.Serve(n.adminLn, mux) })
+	}
 	if n.cfg.PprofAddr != "" {
 		if n.pprofLn, err = net.Listen("tcp", n.cfg.PprofAddr); err != nil {
 			return fmt.Errorf("node: listen pprof (--pprof): %w", err)
@@ -299,6 +310,21 @@ func (n *Node) registerHealth() {
 		},
 		SlowConsumers: func() uint64 { return uint64(n.ns.NumSlowConsumers()) },
 	})
+}
+
+// Done is closed once the node has stopped, whoever stopped it.
+func (n *Node) Done() <-chan struct{} { return n.stopped }
+
+// serveDrain drains the node and answers once it has stopped. The
+// listener closes during the drain; this request is answered all the same.
+func (n *Node) serveDrain(w http.ResponseWriter, _ *http.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		http.Error(w, "drained with errors: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	_, _ = io.WriteString(w, "drained\n")
 }
 
 // localDevices lists user's connections on this node for presence.
@@ -378,7 +404,11 @@ func (n *Node) readyErr() error {
 // remaining connections are cut. Calling it again returns the first
 // result.
 func (n *Node) Shutdown(ctx context.Context) error {
-	n.stopOnce.Do(func() { n.stopErr = n.shutdown(ctx) })
+	n.stopOnce.Do(func() {
+		n.stopErr = n.shutdown(ctx)
+		close(n.stopped)
+	})
+	<-n.stopped
 	return n.stopErr
 }
 
@@ -416,6 +446,9 @@ func (n *Node) teardown() {
 	}
 	if n.pprofLn != nil {
 		_ = n.pprofLn.Close()
+	}
+	if n.adminLn != nil {
+		_ = n.adminLn.Close()
 	}
 	if n.metricsLn != nil {
 		_ = n.metricsLn.Close()

@@ -2,6 +2,7 @@
 //
 //	onechat [flags]                    run a node
 //	onechat token [flags] USER         print a token for USER
+//	onechat drain [flags]              drain a node through its --admin listener
 //	onechat version                    print the version
 package main
 
@@ -10,7 +11,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -30,6 +33,8 @@ func main() {
 	switch {
 	case len(args) > 0 && args[0] == "token":
 		err = tokenCmd(args[1:])
+	case len(args) > 0 && args[0] == "drain":
+		err = drainCmd(args[1:])
 	case len(args) > 0 && args[0] == "version":
 		fmt.Println("onechat", version)
 	case len(args) > 0 && args[0] == "serve":
@@ -85,8 +90,10 @@ func serveCmd(args []string) error {
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "inbox stream replicas (default: 1 alone, 3 with --cluster)")
 	fs.StringVar(&cfg.Advertise, "advertise", "",
 		"host clients reach this node at, in the node list sent to them (default: listen host or host name)")
-	drain := fs.Duration("drain-timeout", 20*time.Second,
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 20*time.Second,
 		"on SIGTERM, how long connections get to finish before they are cut")
+	fs.StringVar(&cfg.AdminAddr, "admin", "",
+		"serve POST /drain here for `onechat drain` (a preStop hook); no auth: keep it on loopback")
 	fs.StringVar(&cfg.Metrics, "metrics", "http",
 		"Prometheus metrics: \"http\" (at /metrics on --http), \"off\", or a host:port of their own")
 	fs.StringVar(&cfg.PprofAddr, "pprof", "",
@@ -94,7 +101,8 @@ func serveCmd(args []string) error {
 	configFile := fs.String("config", "", "YAML file of settings keyed by flag name; flags and environment win over it")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
-	fs.Usage = usage(fs, "onechat [flags]\n       onechat token [flags] USER\n       onechat version")
+	fs.Usage = usage(fs, "onechat [flags]\n       onechat token [flags] USER\n"+
+		"       onechat drain [flags]\n       onechat version")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -119,10 +127,10 @@ func serveCmd(args []string) error {
 			cfg.Routes = append(cfg.Routes, r)
 		}
 	}
-	return serve(cfg, *drain)
+	return serve(cfg)
 }
 
-func serve(cfg node.Config, drain time.Duration) error {
+func serve(cfg node.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(ctx, cfg)
@@ -133,11 +141,42 @@ func serve(cfg node.Config, drain time.Duration) error {
 		"http", n.HTTPAddr(), "websocket", "ws://"+n.HTTPAddr()+"/ws",
 		"tcp", n.TCPAddr(), "nats", n.NATSURL(), "data", cfg.DataDir)
 	cfg.Log.Info("get a client token with: onechat token --data " + cfg.DataDir + " <user>")
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-n.Done(): // drained through --admin
+		return nil
+	}
 	stop() // a second signal now ends the process at once
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), drain)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
 	return n.Shutdown(shutdownCtx)
+}
+
+// drainCmd asks a node, through its --admin listener, to drain and stop,
+// and waits until it has. A Kubernetes preStop hook runs it.
+func drainCmd(args []string) error {
+	fs := flag.NewFlagSet("onechat drain", flag.ContinueOnError)
+	addr := fs.String("admin", "127.0.0.1:9091", "the node's --admin address")
+	timeout := fs.Duration("timeout", time.Minute, "how long to wait for the node to stop")
+	fs.Usage = usage(fs, "onechat drain [flags]")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := applyEnv(fs); err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: *timeout}
+	resp, err := client.Post("http://"+*addr+"/drain", "text/plain", nil)
+	if err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("drain: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Print(string(body))
+	return nil
 }
 
 func tokenCmd(args []string) error {
