@@ -298,3 +298,23 @@ func mustJSON(v any) []byte {
 	}
 	return b
 }
+
+// onechat smoke sends a message through a running node and reads it
+// back; with the wrong secret it fails and says why.
+func TestSmokeCommand(t *testing.T) {
+	tn := startNode(t)
+	bin := onechatBinary(t)
+	run := func(secret string) (string, error) {
+		cmd := exec.Command(bin, "smoke", "--url", "http://"+tn.HTTPAddr(), "--timeout", "2s")
+		cmd.Env = append(os.Environ(), "ONECHAT_JWT_SECRET="+secret)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(testSecret); err != nil || !strings.HasPrefix(out, "ok: ") {
+		t.Fatalf("smoke: %v: %s", err, out)
+	}
+	if out, err := run("another-secret-of-enough-length-0123456789"); err == nil ||
+		!strings.Contains(out, "auth_failed") {
+		t.Fatalf("smoke with a wrong secret: %v: %s", err, out)
+	}
+}

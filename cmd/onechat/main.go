@@ -3,6 +3,7 @@
 //	onechat [flags]                    run a node
 //	onechat token [flags] USER         print a token for USER
 //	onechat drain [flags]              drain a node through its --admin listener
+//	onechat smoke [flags]              send a message through a running node
 //	onechat version                    print the version
 package main
 
@@ -33,6 +34,8 @@ func main() {
 	switch {
 	case len(args) > 0 && args[0] == "token":
 		err = tokenCmd(args[1:])
+	case len(args) > 0 && args[0] == "smoke":
+		err = smokeCmd(args[1:])
 	case len(args) > 0 && args[0] == "drain":
 		err = drainCmd(args[1:])
 	case len(args) > 0 && args[0] == "version":
@@ -102,7 +105,7 @@ func serveCmd(args []string) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = usage(fs, "onechat [flags]\n       onechat token [flags] USER\n"+
-		"       onechat drain [flags]\n       onechat version")
+		"       onechat drain [flags]\n       onechat smoke [flags]\n       onechat version")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
