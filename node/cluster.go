@@ -37,7 +37,7 @@ type cluster struct {
 	nc    *nats.Conn
 	inbox *storage.Inbox
 	log   *slog.Logger
-	hub   *session.Hub // set before run
+	hub   atomic.Pointer[session.Hub] // set once the hub exists
 
 	self    atomic.Pointer[protocol.NodeAddr]
 	leader  atomic.Pointer[string]
@@ -217,7 +217,8 @@ func (c *cluster) onLeader(m *nats.Msg) {
 	}
 	c.leader.Store(&adv.Leader)
 	c.log.Info("inbox stream has a new leader", "leader", adv.Leader)
-	if c.hub == nil || c.catching.Swap(true) {
+	hub := c.hub.Load()
+	if hub == nil || c.catching.Swap(true) {
 		return
 	}
 	go func() {
@@ -225,7 +226,7 @@ func (c *cluster) onLeader(m *nats.Msg) {
 		time.Sleep(catchUpDelay)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		c.hub.CatchUp(ctx)
+		hub.CatchUp(ctx)
 	}()
 }
 

@@ -167,6 +167,14 @@ func (c *client) next() frame {
 	case f := <-c.frames:
 		return f
 	case err := <-c.done:
+		// The reader queues every frame before it reports the end, so
+		// frames still queued come first.
+		select {
+		case f := <-c.frames:
+			c.done <- err
+			return f
+		default:
+		}
 		c.t.Fatalf("%s: connection ended while waiting for a frame: %v", c.name, err)
 	case <-time.After(waitFrame):
 		c.t.Fatalf("%s: no frame within %s", c.name, waitFrame)

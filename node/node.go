@@ -204,7 +204,7 @@ func (n *Node) startCore(ctx context.Context) error {
 		Config: n.cfg.Session, Log: n.log, NodeID: n.nodeID, NodeName: n.cfg.Name,
 		Verifier: verifier, Inbox: n.inbox, Cluster: n.peers, Metrics: n.m,
 	})
-	n.peers.hub = n.hub
+	n.peers.hub.Store(n.hub)
 	n.registerHealth()
 	n.dir = presence.NewDirectory(presence.Config{
 		Node:  n.cfg.Name,
