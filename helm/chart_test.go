@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -285,9 +286,45 @@ func (r *release) check(t *testing.T, replicas int) {
 			}
 		}
 	}
+	var keys map[string]any
+	if err := yaml.Unmarshal([]byte(cm.Data["onechat.yaml"]), &keys); err != nil {
+		t.Fatal(err)
+	}
+	flags := onechatFlags(t)
+	for k := range keys {
+		if !flags[k] {
+			t.Errorf("onechat.yaml sets %q, which is not an onechat flag", k)
+		}
+	}
 	if len(r.testPods) != 1 {
 		t.Errorf("%d helm test pods, want 1", len(r.testPods))
 	}
+}
+
+var (
+	flagsOnce sync.Once
+	flagSet   map[string]bool
+	flagsErr  error
+)
+
+// onechatFlags lists the flags in onechat --help, which the config file
+// must stick to: onechat refuses unknown settings at start.
+func onechatFlags(t *testing.T) map[string]bool {
+	t.Helper()
+	flagsOnce.Do(func() {
+		out, _ := exec.Command("go", "run", "../cmd/onechat", "--help").CombinedOutput()
+		flagSet = map[string]bool{}
+		for _, m := range regexp.MustCompile(`(?m)^  --([a-z0-9-]+) \(`).FindAllStringSubmatch(string(out), -1) {
+			flagSet[m[1]] = true
+		}
+		if len(flagSet) < 10 {
+			flagsErr = fmt.Errorf("onechat --help listed %d flags:\n%s", len(flagSet), out)
+		}
+	})
+	if flagsErr != nil {
+		t.Fatal(flagsErr)
+	}
+	return flagSet
 }
 
 // subset reports whether l contains every pair of a non-empty sub.
