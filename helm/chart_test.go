@@ -247,7 +247,8 @@ func (r *release) check(t *testing.T, replicas int) {
 			t.Errorf("%d routes for %d nodes: %v", len(cfg.Routes), replicas, cfg.Routes)
 		}
 		for i, route := range cfg.Routes {
-			want := fmt.Sprintf("nats://%s-%d.%s.chat.svc.cluster.local:%d", sts.Name, i, headless.Name, ports["routes"])
+			want := fmt.Sprintf("nats://%s-%d.%s.chat.svc.cluster.local:%d",
+				sts.Name, i, headless.Name, ports["routes"])
 			if route != want {
 				t.Errorf("route %d is %s, want %s", i, route, want)
 			}
@@ -362,7 +363,9 @@ func TestChartRenders(t *testing.T) {
 				t.Error("a Secret rendered although every secret is an existing one")
 			}
 			cfg := r.configMaps[r.sts.Name].Data["onechat.yaml"]
-			for _, want := range []string{"cluster-tls-ca: /etc/onechat/tls/routes/ca.crt", "nats-tls-ca:", "nats: \"0.0.0.0:"} {
+			for _, want := range []string{
+				"cluster-tls-ca: /etc/onechat/tls/routes/ca.crt", "nats-tls-ca:", "nats: \"0.0.0.0:",
+			} {
 				if !strings.Contains(cfg, want) {
 					t.Errorf("onechat.yaml lacks %q:\n%s", want, cfg)
 				}
@@ -371,15 +374,17 @@ func TestChartRenders(t *testing.T) {
 				t.Fatal("no client service")
 			}
 		}},
-		{"metrics and ingress", []string{"-f", "onechat/ci/metrics-values.yaml"}, 5, func(t *testing.T, r *release) {
-			if r.monitor == nil || r.monitor.Spec.Endpoints[0].Path != "/metrics" || r.ingress == nil {
-				t.Fatalf("monitor %+v ingress %v", r.monitor, r.ingress)
-			}
-			if q := r.sts.Spec.Template.Spec.Containers[0].Resources.Limits.Memory().String(); q != "2Gi" {
-				t.Errorf("memory limit %s", q)
-			}
-		}},
-		{"seven nodes, own service account", []string{"--set", "replicas=7", "--set", "serviceAccount.create=true"}, 7,
+		{"metrics and ingress", []string{"-f", "onechat/ci/metrics-values.yaml"}, 5,
+			func(t *testing.T, r *release) {
+				if r.monitor == nil || r.monitor.Spec.Endpoints[0].Path != "/metrics" || r.ingress == nil {
+					t.Fatalf("monitor %+v ingress %v", r.monitor, r.ingress)
+				}
+				if q := r.sts.Spec.Template.Spec.Containers[0].Resources.Limits.Memory().String(); q != "2Gi" {
+					t.Errorf("memory limit %s", q)
+				}
+			}},
+		{"seven nodes, own service account",
+			[]string{"--set", "replicas=7", "--set", "serviceAccount.create=true"}, 7,
 			func(t *testing.T, r *release) {
 				if r.sts.Spec.Template.Spec.ServiceAccountName != r.sts.Name {
 					t.Errorf("service account %q", r.sts.Spec.Template.Spec.ServiceAccountName)

@@ -41,7 +41,8 @@ type Chat struct {
 // next to Go's runtime and process collectors.
 func New() *Chat {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := func(c prometheus.Collector) { reg.MustRegister(c) }
 	m := &Chat{reg: reg, conns: map[string]prometheus.Gauge{}, errs: map[protocol.Code]prometheus.Counter{}}
 
@@ -58,10 +59,12 @@ func New() *Chat {
 	m.msgsOut = counter(f, "onechat_messages_out_total", "Messages queued to client connections.")
 	m.dups = counter(f, "onechat_messages_duplicate_total", "Sends recognised as retries of a stored message.")
 	m.slow = counter(f, "onechat_slow_consumers_total", "Connections closed because the client did not read.")
-	m.syncs = counter(f, "onechat_sync_requests_total", "Syncs served (sync frames, resuming auths, HTTP pages).")
+	m.syncs = counter(f, "onechat_sync_requests_total",
+		"Syncs served (sync frames, resuming auths, HTTP pages).")
 	m.backfilled = counter(f, "onechat_live_backfilled_total",
 		"Messages read from the store because their live copy was lost.")
-	m.store = histogram(f, "onechat_store_seconds", "Time to store one copy of a message, until JetStream's ack.")
+	m.store = histogram(f, "onechat_store_seconds",
+		"Time to store one copy of a message, until JetStream's ack.")
 	m.delivery = histogram(f, "onechat_delivery_seconds",
 		"Time from a message being stored to its live copy being queued to connections on this node.")
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{

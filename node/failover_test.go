@@ -32,7 +32,9 @@ type failoverRun struct {
 
 // newFailoverRun starts the sender on sendAt and the recipient on recvAt.
 // Both know every node as a seed, after the one they start on.
-func newFailoverRun(t *testing.T, total int, pace time.Duration, procs []*proc, sendAt, recvAt *proc) *failoverRun {
+func newFailoverRun(
+	t *testing.T, total int, pace time.Duration, procs []*proc, sendAt, recvAt *proc,
+) *failoverRun {
 	seeds := func(first *proc) []nodeAddr {
 		out := []nodeAddr{first.addr()}
 		for _, p := range procs {

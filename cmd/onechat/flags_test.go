@@ -31,7 +31,8 @@ func writeConfig(t *testing.T, body string) string {
 // beats the default; a list becomes a comma-separated value.
 func TestConfigFilePrecedence(t *testing.T) {
 	fs, http, tcp, routes, burst := testFlags()
-	path := writeConfig(t, "http: 127.0.0.1:1\ntcp: 127.0.0.1:2\nroutes: [nats://a:6222, nats://b:6222]\nsend-burst: 7\n")
+	path := writeConfig(t, "http: 127.0.0.1:1\ntcp: 127.0.0.1:2\n"+
+		"routes: [nats://a:6222, nats://b:6222]\nsend-burst: 7\n")
 	t.Setenv("ONECHAT_TCP", "127.0.0.1:3")
 	if err := fs.Parse([]string{"--http", "127.0.0.1:4"}); err != nil {
 		t.Fatal(err)
@@ -42,7 +43,8 @@ func TestConfigFilePrecedence(t *testing.T) {
 	if err := applyConfigFile(fs, path); err != nil {
 		t.Fatal(err)
 	}
-	if *http != "127.0.0.1:4" || *tcp != "127.0.0.1:3" || *routes != "nats://a:6222,nats://b:6222" || *burst != 7 {
+	if *http != "127.0.0.1:4" || *tcp != "127.0.0.1:3" ||
+		*routes != "nats://a:6222,nats://b:6222" || *burst != 7 {
 		t.Fatalf("http %q tcp %q routes %q burst %d", *http, *tcp, *routes, *burst)
 	}
 }

@@ -77,11 +77,13 @@ func serveCmd(args []string) error {
 	fs.Float64Var(&cfg.Session.SendRate, "send-rate", 100, "sends per second per connection (-1: no limit)")
 	fs.IntVar(&cfg.Session.SendBurst, "send-burst", 200, "sends allowed in a burst above --send-rate")
 	fs.IntVar(&cfg.Session.MaxConnsPerUser, "max-conns-per-user", 32, "connections per user on one node")
-	fs.StringVar(&cfg.Name, "name", "", "node name, unique in the cluster and stable across restarts (default: host name)")
+	fs.StringVar(&cfg.Name, "name", "",
+		"node name, unique in the cluster and stable across restarts (default: host name)")
 	fs.StringVar(&cfg.Cluster, "cluster", "", "route listen address (e.g. :6222); set to form a cluster")
 	routes := fs.String("routes", "", "comma-separated seed routes, e.g. nats://node1:6222,nats://node2:6222")
 	fs.StringVar(&cfg.ClusterName, "cluster-name", "onechat", "NATS cluster name; the same on every node")
-	fs.StringVar(&cfg.ClusterAdvertise, "cluster-advertise", "", "route host:port peers dial, if not the listen address")
+	fs.StringVar(&cfg.ClusterAdvertise, "cluster-advertise", "",
+		"route host:port peers dial, if not the listen address")
 	fs.StringVar(&cfg.ClusterUser, "cluster-user", "", "user name routes must present")
 	fs.StringVar(&cfg.ClusterPassword, "cluster-password", "", "password routes must present")
 	fs.StringVar(&cfg.ClusterTLS.Cert, "cluster-tls-cert", "", "route TLS certificate (PEM)")
@@ -101,7 +103,8 @@ func serveCmd(args []string) error {
 		"Prometheus metrics: \"http\" (at /metrics on --http), \"off\", or a host:port of their own")
 	fs.StringVar(&cfg.PprofAddr, "pprof", "",
 		"serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
-	configFile := fs.String("config", "", "YAML file of settings keyed by flag name; flags and environment win over it")
+	configFile := fs.String("config", "",
+		"YAML file of settings keyed by flag name; flags and environment win over it")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = usage(fs, "onechat [flags]\n       onechat token [flags] USER\n"+
