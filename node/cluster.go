@@ -33,11 +33,12 @@ const (
 // reach them, which node leads the inbox stream, and the presence events
 // that follow from both. It implements session.Cluster.
 type cluster struct {
-	name  string
-	nc    *nats.Conn
-	inbox *storage.Inbox
-	log   *slog.Logger
-	hub   atomic.Pointer[session.Hub] // set once the hub exists
+	name   string
+	nc     *nats.Conn
+	inbox  *storage.Inbox
+	log    *slog.Logger
+	routes func() int                  // route connections of the embedded server
+	hub    atomic.Pointer[session.Hub] // set once the hub exists
 
 	self    atomic.Pointer[protocol.NodeAddr]
 	leader  atomic.Pointer[string]
@@ -46,8 +47,8 @@ type cluster struct {
 	mu    sync.Mutex
 	peers map[string]peer
 
-	subs     []*nats.Subscription
-	catching atomic.Bool
+	subs []*nats.Subscription
+	kick chan struct{} // asks for a catch-up; holds at most one request
 }
 
 type peer struct {
@@ -72,8 +73,9 @@ type presenceEvent struct {
 
 var _ session.Cluster = (*cluster)(nil)
 
-func newCluster(name string, nc *nats.Conn, inbox *storage.Inbox, log *slog.Logger) *cluster {
-	c := &cluster{name: name, nc: nc, inbox: inbox, log: log, peers: map[string]peer{}}
+func newCluster(name string, nc *nats.Conn, inbox *storage.Inbox, routes func() int, log *slog.Logger) *cluster {
+	c := &cluster{name: name, nc: nc, inbox: inbox, routes: routes, log: log, peers: map[string]peer{},
+		kick: make(chan struct{}, 1)}
 	c.self.Store(&protocol.NodeAddr{Name: name})
 	empty := ""
 	c.leader.Store(&empty)
@@ -100,25 +102,94 @@ func (c *cluster) start(ctx context.Context) error {
 	return nil
 }
 
-// run sends heartbeats and expires silent peers until ctx ends.
+// run sends heartbeats, expires silent peers and watches for what calls
+// for a catch-up, until ctx ends.
 func (c *cluster) run(ctx context.Context) {
-	c.publish(bus.NodePresencePrefix+bus.Token(c.name), presenceEvent{Node: c.name, Online: true})
+	go c.catchUps(ctx)
+	c.announce(false)
 	c.sendBeat("up")
 	beats := time.NewTicker(beatEvery)
 	defer beats.Stop()
 	leader := time.NewTicker(leaderEvery)
 	defer leader.Stop()
+	lastBeat := time.Now()
+	routes, routesLow := c.routes(), time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-beats.C:
+		case now := <-beats.C:
 			if !c.leaving.Load() {
 				c.sendBeat("up")
 			}
-			c.expire(time.Now())
+			c.expire(now)
+			// A node that was paused (a stopped process, a suspended
+			// VM) or cut off had no live subscriptions anywhere for a
+			// while: messages stored meanwhile were republished to
+			// nobody here, and peers may have reported it lost.
+			if gap := now.Sub(lastBeat); gap > 3*beatEvery {
+				c.log.Warn("node was paused; catching up", "for", gap.Round(time.Second))
+				c.catchUp()
+				if gap > peerExpiry {
+					c.announce(true)
+				}
+			}
+			lastBeat = now
+			switch r := c.routes(); {
+			case r < routes && routesLow.IsZero():
+				routesLow = now
+			case r > routes:
+				c.log.Info("routes back; catching up", "routes", r)
+				c.catchUp()
+				if !routesLow.IsZero() && now.Sub(routesLow) > peerExpiry {
+					c.announce(true)
+				}
+				routesLow = time.Time{}
+				routes = r
+			default:
+				routes = r
+			}
 		case <-leader.C:
 			c.refreshLeader(ctx)
+		}
+	}
+}
+
+// announce publishes this node's online event, and with users, an online
+// event for each of its users: peers may have reported them gone.
+func (c *cluster) announce(users bool) {
+	c.publish(bus.NodePresencePrefix+bus.Token(c.name), presenceEvent{Node: c.name, Online: true})
+	if hub := c.hub.Load(); users && hub != nil {
+		hub.EachUser(func(user string) { c.UserOnline(user, true) })
+	}
+}
+
+// catchUp asks for every online user to be checked against the store.
+// Requests made while one runs are folded into one more run.
+func (c *cluster) catchUp() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *cluster) catchUps(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		}
+		// Let an election or a route settle before reading the store.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(catchUpDelay):
+		}
+		if hub := c.hub.Load(); hub != nil {
+			cctx, cancel := context.WithTimeout(ctx, time.Minute)
+			hub.CatchUp(cctx)
+			cancel()
 		}
 	}
 }
@@ -217,17 +288,7 @@ func (c *cluster) onLeader(m *nats.Msg) {
 	}
 	c.leader.Store(&adv.Leader)
 	c.log.Info("inbox stream has a new leader", "leader", adv.Leader)
-	hub := c.hub.Load()
-	if hub == nil || c.catching.Swap(true) {
-		return
-	}
-	go func() {
-		defer c.catching.Store(false)
-		time.Sleep(catchUpDelay)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		hub.CatchUp(ctx)
-	}()
+	c.catchUp()
 }
 
 func (c *cluster) refreshLeader(ctx context.Context) {
@@ -238,7 +299,12 @@ func (c *cluster) refreshLeader(ctx context.Context) {
 		c.log.Debug("stream leader unknown", "err", err)
 		return
 	}
-	c.leader.Store(&l)
+	// A change the advisory did not bring (it was missed while the node
+	// was cut off) calls for a catch-up all the same.
+	if old := c.leader.Swap(&l); *old != "" && *old != l {
+		c.log.Info("inbox stream leader changed", "leader", l)
+		c.catchUp()
+	}
 }
 
 // Barrier makes a round trip to the stream's leader. The request follows

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -299,4 +300,75 @@ func TestFailoverRollingRestart(t *testing.T) {
 		p.start()
 	}
 	run.finish()
+}
+
+// proc.cont resumes a frozen process.
+func (p *proc) cont() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		p.t.Errorf("%s: SIGCONT: %v", p.name, err)
+	}
+}
+
+// A node that hangs and comes back, its clients still connected, delivers
+// the messages stored for them meanwhile without waiting for another
+// message to reveal the gap; its users are announced online again.
+func TestFrozenNodeCatchesUp(t *testing.T) {
+	procs := startProcs(t, 3)
+	if t.Failed() {
+		t.FailNow()
+	}
+	leader := streamLeader(t, natsClient(t, "nats://"+procs[0].nats))
+	var frozen, other *proc
+	for _, p := range procs {
+		if p.name == leader {
+			frozen = p
+		} else if other == nil {
+			other = p
+		}
+	}
+	user := dialTCP(t, frozen.tcp, "sleeper")
+	user.auth("sleeper")
+	events, err := natsClient(t, "nats://"+other.nats).SubscribeSync("oc.presence.user.sleeper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender := dialTCP(t, other.tcp, "sender")
+	sender.auth("sender")
+
+	frozen.freeze()
+	var ids []string
+	for i := range 2 {
+		// Acked once the others have elected a new leader.
+		for {
+			sender.send(map[string]any{"op": "send", "ref": refN("f", i), "to": "sleeper", "body": text("x")})
+			f := sender.next()
+			if f.Op == "ack" {
+				ids = append(ids, f.ID)
+				break
+			}
+			if f.Code != "unavailable" {
+				t.Fatalf("send: %+v", f)
+			}
+		}
+	}
+	time.Sleep(9 * time.Second) // past the peers' expiry: they report the node lost
+	frozen.cont()
+	for _, id := range ids {
+		if m := user.expect("msg"); m.ID != id {
+			t.Fatalf("got %+v, want %s", m, id)
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		m, err := events.NextMsg(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("no online event for the user after the node came back: %v", err)
+		}
+		var ev struct{ Online bool }
+		if json.Unmarshal(m.Data, &ev) == nil && ev.Online {
+			break
+		}
+	}
 }

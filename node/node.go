@@ -196,7 +196,7 @@ func (n *Node) startCore(ctx context.Context) error {
 	if n.cfg.Metrics != "off" {
 		n.m = metrics.New()
 	}
-	n.peers = newCluster(n.cfg.Name, n.pub, n.inbox, n.log)
+	n.peers = newCluster(n.cfg.Name, n.pub, n.inbox, n.ns.NumRoutes, n.log)
 	if err := n.peers.start(ctx); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}

@@ -124,6 +124,11 @@ func (h *Hub) dropUser(us *userState, why string) {
 	}
 }
 
+// EachUser calls fn with every user online on this node.
+func (h *Hub) EachUser(fn func(user string)) {
+	h.users.each(func(us *userState) { fn(us.user) })
+}
+
 // CatchUp makes every online user's shard read, from the store, whatever
 // was stored for them after the last message it handled. The node calls
 // it when the stream's leader changes: a leader that died after storing
