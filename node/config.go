@@ -51,6 +51,9 @@ type Config struct {
 	ClusterTLS TLSFiles
 	// NATSTLS secures the NATS client port for services.
 	NATSTLS TLSFiles
+	// AllowShrink lets this node lower the shared message stream's
+	// retention, largest message or replicas; see storage.ErrShrink.
+	AllowShrink bool
 	// Replicas is the inbox stream's replication: 0 picks 1 for a single
 	// node and 3 for a cluster.
 	Replicas int

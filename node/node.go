@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,8 +155,9 @@ func (n *Node) openInbox(ctx context.Context) error {
 		DedupWindow: n.cfg.DedupWindow,
 		// Room for the envelope's id, names and escapes around a body
 		// that filled a whole frame.
-		MaxMsgSize: int32(n.cfg.Session.MaxFrame + 4096),
-		Replicas:   n.cfg.Replicas,
+		MaxMsgSize:  int32(n.cfg.Session.MaxFrame + 4096),
+		Replicas:    n.cfg.Replicas,
+		AllowShrink: n.cfg.AllowShrink,
 	}
 	wait := 100 * time.Millisecond
 	lastLog := time.Now()
@@ -168,9 +170,13 @@ func (n *Node) openInbox(ctx context.Context) error {
 		n.inbox, err = storage.OpenInbox(actx, js, cfg)
 		cancel()
 		if err == nil {
+			if len(n.inbox.Changed) > 0 {
+				n.log.Warn("changed the message stream's settings for every node",
+					"changes", strings.Join(n.inbox.Changed, ", "))
+			}
 			return nil
 		}
-		if n.cfg.Cluster == "" || ctx.Err() != nil {
+		if n.cfg.Cluster == "" || ctx.Err() != nil || errors.Is(err, storage.ErrShrink) {
 			return fmt.Errorf("node: %w", err)
 		}
 		if time.Since(lastLog) > 10*time.Second {

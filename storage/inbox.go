@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,7 +27,16 @@ type InboxConfig struct {
 	DedupWindow time.Duration // how long a ref deduplicates; default 2 minutes
 	MaxMsgSize  int32         // largest stored message in bytes; required
 	Replicas    int           // JetStream replicas; default 1
+	// AllowShrink lets OpenInbox lower the retention, the largest message
+	// or the replicas of an existing stream. In a cluster the stream is
+	// shared, so one node's setting would delete or refuse messages for
+	// every node; without it such a change is refused with ErrShrink.
+	AllowShrink bool
 }
+
+// ErrShrink is returned by OpenInbox when the settings would lower limits
+// of the existing stream and AllowShrink is not set.
+var ErrShrink = errors.New("storage: settings would lower the existing stream's limits")
 
 func (c *InboxConfig) applyDefaults() {
 	if c.Retention <= 0 {
@@ -48,6 +58,9 @@ type Inbox struct {
 	// replicated: reads by direct get may come from a replica a few
 	// messages behind the leader; see Next.
 	replicated bool
+	// Changed lists the stream settings OpenInbox changed, as
+	// "name old → new"; empty when it created the stream or changed nothing.
+	Changed []string
 }
 
 // Stored describes one message in an inbox.
@@ -80,15 +93,69 @@ func OpenInbox(ctx context.Context, js jetstream.JetStream, cfg InboxConfig) (*I
 			Destination: bus.LiveTemplate,
 		},
 	}
-	st, err := js.CreateOrUpdateStream(ctx, sc)
+	st, changed, err := ensureStream(ctx, js, sc, cfg.AllowShrink)
 	if err != nil {
-		return nil, fmt.Errorf("storage: create stream %s: %w", StreamName, err)
+		return nil, err
 	}
 	acks, err := newAcker(js.Conn())
 	if err != nil {
 		return nil, err
 	}
-	return &Inbox{js: js, stream: st, acks: acks, replicated: cfg.Replicas > 1}, nil
+	return &Inbox{js: js, stream: st, acks: acks, replicated: cfg.Replicas > 1, Changed: changed}, nil
+}
+
+// ensureStream creates the stream, or brings an existing one to sc. It
+// reports each setting it changed.
+func ensureStream(
+	ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, allowShrink bool,
+) (jetstream.Stream, []string, error) {
+	st, err := js.Stream(ctx, sc.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		st, err = js.CreateStream(ctx, sc)
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			if err != nil {
+				return nil, nil, fmt.Errorf("storage: create stream %s: %w", sc.Name, err)
+			}
+			return st, nil, nil
+		}
+		st, err = js.Stream(ctx, sc.Name) // another node created it meanwhile
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("storage: stream %s: %w", sc.Name, err)
+	}
+	cur := st.CachedInfo().Config
+	var changed, shrunk []string
+	note := func(name string, from, to any, shrinks bool) {
+		d := fmt.Sprintf("%s %v → %v", name, from, to)
+		changed = append(changed, d)
+		if shrinks {
+			shrunk = append(shrunk, d)
+		}
+	}
+	if cur.MaxAge != sc.MaxAge {
+		note("retention", cur.MaxAge, sc.MaxAge, sc.MaxAge < cur.MaxAge)
+	}
+	if cur.MaxMsgSize != sc.MaxMsgSize {
+		note("largest message", cur.MaxMsgSize, sc.MaxMsgSize, sc.MaxMsgSize < cur.MaxMsgSize)
+	}
+	if cur.Replicas != sc.Replicas {
+		note("replicas", cur.Replicas, sc.Replicas, sc.Replicas < cur.Replicas)
+	}
+	if cur.Duplicates != sc.Duplicates {
+		note("dedup window", cur.Duplicates, sc.Duplicates, false)
+	}
+	if len(shrunk) > 0 && !allowShrink {
+		return nil, nil, fmt.Errorf("%w: %s (the stream is shared by every node; give all nodes the same "+
+			"settings, or start one node with --allow-shrink to lower them for all)",
+			ErrShrink, strings.Join(shrunk, ", "))
+	}
+	if len(changed) == 0 {
+		return st, nil, nil
+	}
+	if st, err = js.UpdateStream(ctx, sc); err != nil {
+		return nil, nil, fmt.Errorf("storage: update stream %s (%s): %w", sc.Name, strings.Join(changed, ", "), err)
+	}
+	return st, changed, nil
 }
 
 // Close stops waiting for acks; Appends in flight fail.

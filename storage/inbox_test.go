@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,5 +132,44 @@ func TestNextFromLeader(t *testing.T) {
 	}
 	if _, err := in.nextFromLeader(ctx, "bob", lead.Seq+1); !errors.Is(err, ErrEnd) {
 		t.Fatalf("after the last: %v, want ErrEnd", err)
+	}
+}
+
+// Reopening the stream with lower limits is refused unless allowed;
+// higher limits are applied and reported.
+func TestOpenInboxRefusesToShrink(t *testing.T) {
+	in := openTestInbox(t)
+	js := in.js
+	ctx := context.Background()
+	base := InboxConfig{MaxMsgSize: 1024}
+	for _, tc := range []struct {
+		name    string
+		cfg     InboxConfig
+		wantErr bool
+		changed string
+	}{
+		{"same", base, false, ""},
+		{"shorter retention", InboxConfig{MaxMsgSize: 1024, Retention: time.Hour}, true, ""},
+		{"smaller messages", InboxConfig{MaxMsgSize: 512}, true, ""},
+		{"larger messages", InboxConfig{MaxMsgSize: 4096}, false, "largest message 1024 → 4096"},
+		{"shorter, allowed", InboxConfig{MaxMsgSize: 4096, Retention: time.Hour, AllowShrink: true}, false,
+			"retention 720h0m0s → 1h0m0s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := OpenInbox(ctx, js, tc.cfg)
+			if tc.wantErr {
+				if !errors.Is(err, ErrShrink) {
+					t.Fatalf("err %v, want ErrShrink", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer got.Close()
+			if joined := strings.Join(got.Changed, ", "); joined != tc.changed {
+				t.Fatalf("changed %q, want %q", joined, tc.changed)
+			}
+		})
 	}
 }

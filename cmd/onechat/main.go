@@ -92,6 +92,8 @@ func serveCmd(args []string) error {
 	fs.StringVar(&cfg.NATSTLS.Cert, "nats-tls-cert", "", "NATS client port TLS certificate (PEM)")
 	fs.StringVar(&cfg.NATSTLS.Key, "nats-tls-key", "", "NATS client port TLS key (PEM)")
 	fs.StringVar(&cfg.NATSTLS.CA, "nats-tls-ca", "", "CA that NATS clients' certificates must chain to (PEM)")
+	fs.BoolVar(&cfg.AllowShrink, "allow-shrink", false,
+		"let this node lower the shared message stream's retention, message size or replicas for all nodes")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "inbox stream replicas (default: 1 alone, 3 with --cluster)")
 	fs.StringVar(&cfg.Advertise, "advertise", "",
 		"host clients reach this node at, in the node list sent to them (default: listen host or host name)")
