@@ -256,6 +256,15 @@ func TestStartFailures(t *testing.T) {
 			c.ClusterTLS = node.TLSFiles{Cert: "/nonexistent/cert.pem", Key: "/nonexistent/key.pem"}
 		}, "--cluster-tls"},
 		{"TLS key without cert", func(c *node.Config) { c.NATSTLS.Key = "k.pem" }, "--nats-tls-cert"},
+		// Checked before the node joins a cluster, where a failed node
+		// would linger as a dead peer; these once waited for peers.
+		{"short secret in a cluster", func(c *node.Config) {
+			c.Cluster, c.Routes, c.JWTSecret = "127.0.0.1:0", []string{"nats://127.0.0.1:1"}, "short"
+		}, "jwt secret"},
+		{"tcp port in use in a cluster", func(c *node.Config) {
+			c.Cluster, c.Routes = "127.0.0.1:0", []string{"nats://127.0.0.1:1"}
+			c.TCPAddr = busy.Addr().String()
+		}, "--tcp"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := node.Config{DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0",
@@ -272,6 +281,26 @@ func TestStartFailures(t *testing.T) {
 		})
 	}
 	running.alive(t)
+}
+
+// A clustered node's data directory keeps its name: JetStream knows the
+// node's replicas by it.
+func TestRenamedClusterNodeRefused(t *testing.T) {
+	cfg := node.Config{Name: "n1", DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0",
+		NATSAddr: "127.0.0.1:0", Cluster: "127.0.0.1:0", Routes: []string{"nats://127.0.0.1:1"},
+		JWTSecret: testSecret, Log: testLogger(t)}
+	// Alone, it waits for peers that never come; it has claimed its name.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if n, err := node.Start(ctx, cfg); err == nil {
+		n.Shutdown(context.Background())
+		t.Fatal("a lone clustered node started")
+	}
+	cfg.Name = "n1-renamed"
+	_, err := node.Start(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), `belongs to node "n1"`) {
+		t.Fatalf("renamed: %v", err)
+	}
 }
 
 // A token expiring past 2262 (beyond int64 nanoseconds) keeps its

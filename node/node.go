@@ -37,6 +37,7 @@ type Node struct {
 	cfg    Config
 	log    *slog.Logger
 	nodeID string
+	secret []byte
 
 	meta  *storage.Meta
 	ns    *server.Server
@@ -77,12 +78,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: invalid configuration:\n%w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Log, stopped: make(chan struct{})}
+	// Everything that can fail on this node alone (files, the secret,
+	// ports) is checked before it joins a cluster: a node that joins and
+	// then fails stays in JetStream's membership as a dead peer.
 	for _, step := range []func() error{
+		n.openMeta,
+		n.bind,
 		n.openNATS,
-		n.listenHTTP,
 		func() error { return n.openInbox(ctx) },
 		func() error { return n.startCore(ctx) },
-		n.listen,
+		n.serve,
 	} {
 		if err := step(); err != nil {
 			n.teardown()
@@ -93,7 +98,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-func (n *Node) openNATS() error {
+func (n *Node) openMeta() error {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("node: data directory: %w", err)
 	}
@@ -105,8 +110,25 @@ func (n *Node) openNATS() error {
 	if n.nodeID, err = meta.NodeID(); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	prev, err := meta.ClaimName(n.cfg.Name)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if n.cfg.Cluster != "" && prev != "" && prev != n.cfg.Name {
+		_, _ = meta.ClaimName(prev)
+		return fmt.Errorf("node: data directory %s belongs to node %q: start it with --name %s, "+
+			"or give node %q a new data directory", n.cfg.DataDir, prev, prev, n.cfg.Name)
+	}
 	n.log = n.log.With("node", n.cfg.Name)
 	n.cfg.Log = n.log
+	if n.secret, err = auth.LoadSecret(n.cfg.JWTSecret, n.cfg.DataDir); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) openNATS() error {
+	var err error
 	if n.ns, err = startNATS(&n.cfg); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
@@ -116,12 +138,28 @@ func (n *Node) openNATS() error {
 	return nil
 }
 
-// listenHTTP serves health endpoints while the rest starts: a clustered
-// node may wait a while for its peers before its store is ready.
-func (n *Node) listenHTTP() error {
-	var err error
-	if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("node: listen http (--http): %w", err)
+// bind opens every listener. Only HTTP serves at once, with health
+// endpoints: a clustered node may wait a while for its peers before its
+// store is ready. The others queue connections until serve.
+func (n *Node) bind() error {
+	for _, l := range []struct {
+		ln   *net.Listener
+		addr string
+		flag string
+	}{
+		{&n.httpLn, n.cfg.HTTPAddr, "http"},
+		{&n.tcpLn, n.cfg.TCPAddr, "tcp"},
+		{&n.adminLn, n.cfg.AdminAddr, "admin"},
+		{&n.metricsLn, n.metricsAddr(), "metrics"},
+		{&n.pprofLn, n.cfg.PprofAddr, "pprof"},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		var err error
+		if *l.ln, err = net.Listen("tcp", l.addr); err != nil {
+			return fmt.Errorf("node: listen %s (--%s): %w", l.flag, l.flag, err)
+		}
 	}
 	var starting http.Handler = httpapi.Starting(n.readyErr)
 	n.handler.Store(&starting)
@@ -194,11 +232,7 @@ func (n *Node) openInbox(ctx context.Context) error {
 }
 
 func (n *Node) startCore(ctx context.Context) error {
-	secret, err := auth.LoadSecret(n.cfg.JWTSecret, n.cfg.DataDir)
-	if err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	verifier := auth.NewVerifier(secret)
+	verifier := auth.NewVerifier(n.secret)
 	if n.cfg.Metrics != "off" {
 		n.m = metrics.New()
 	}
@@ -265,36 +299,25 @@ func (n *Node) startCore(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) listen() error {
-	var err error
-	if n.tcpLn, err = net.Listen("tcp", n.cfg.TCPAddr); err != nil {
-		return fmt.Errorf("node: listen tcp (--tcp): %w", err)
-	}
+// serve starts serving the listeners bound by bind, and the cluster's
+// heartbeats.
+func (n *Node) serve() error {
 	n.bg.Go(func() {
 		if err := n.tcpSrv.Serve(n.tcpLn); err != nil {
 			n.log.Error("tcp server stopped", "err", err)
 		}
 	})
-	if n.m != nil && n.cfg.Metrics != "http" {
-		if n.metricsLn, err = net.Listen("tcp", n.cfg.Metrics); err != nil {
-			return fmt.Errorf("node: listen metrics (--metrics): %w", err)
-		}
+	if n.metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", n.m.Handler())
 		n.bg.Go(func() { _ = http.Serve(n.metricsLn, mux) })
 	}
-	if n.cfg.AdminAddr != "" {
-		if n.adminLn, err = net.Listen("tcp", n.cfg.AdminAddr); err != nil {
-			return fmt.Errorf("node: listen admin (--admin): %w", err)
-		}
+	if n.adminLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/drain", httpapi.Methods(http.HandlerFunc(n.serveDrain), http.MethodPost))
 		n.bg.Go(func() { _ = http.Serve(n.adminLn, mux) })
 	}
-	if n.cfg.PprofAddr != "" {
-		if n.pprofLn, err = net.Listen("tcp", n.cfg.PprofAddr); err != nil {
-			return fmt.Errorf("node: listen pprof (--pprof): %w", err)
-		}
+	if n.pprofLn != nil {
 		n.bg.Go(func() { _ = http.Serve(n.pprofLn, pprofMux()) })
 		n.log.Info("serving pprof", "addr", n.pprofLn.Addr().String())
 	}
@@ -303,6 +326,15 @@ func (n *Node) listen() error {
 	bg := n.bgCtx
 	n.bg.Go(func() { n.peers.run(bg) })
 	return nil
+}
+
+// metricsAddr is the metrics listener's address, or "" when metrics are
+// off or served on the HTTP listener.
+func (n *Node) metricsAddr() string {
+	if n.cfg.Metrics == "http" || n.cfg.Metrics == "off" {
+		return ""
+	}
+	return n.cfg.Metrics
 }
 
 func (n *Node) registerHealth() {
@@ -446,6 +478,8 @@ func (n *Node) teardown() {
 	}
 	if n.httpSrv != nil {
 		_ = n.httpSrv.Close()
+	} else if n.httpLn != nil {
+		_ = n.httpLn.Close()
 	}
 	if n.tcpLn != nil {
 		_ = n.tcpLn.Close()

@@ -72,3 +72,25 @@ func (m *Meta) NodeID() (string, error) {
 	}
 	return id, nil
 }
+
+// ClaimName records name as the name this data directory's node runs
+// under in its cluster, and returns the name recorded before ("" the
+// first time). JetStream knows a node's replicas by its name, so a node
+// restarted under another name would look like a new peer while the old
+// one stays in the cluster's membership as a dead one.
+func (m *Meta) ClaimName(name string) (previous string, err error) {
+	err = m.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketNode)
+		if v := b.Get([]byte("name")); v != nil {
+			previous = string(v)
+		}
+		if previous == name {
+			return nil
+		}
+		return b.Put([]byte("name"), []byte(name))
+	})
+	if err != nil {
+		return "", fmt.Errorf("storage: node name: %w", err)
+	}
+	return previous, nil
+}

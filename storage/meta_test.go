@@ -29,3 +29,17 @@ func TestMetaNodeIDStableAndLocked(t *testing.T) {
 		t.Fatalf("node id changed: %s -> %s", id, again)
 	}
 }
+
+func TestClaimName(t *testing.T) {
+	m, err := OpenMeta(filepath.Join(t.TempDir(), "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, step := range []struct{ name, prev string }{{"n1", ""}, {"n1", "n1"}, {"n2", "n1"}, {"n2", "n2"}} {
+		prev, err := m.ClaimName(step.name)
+		if err != nil || prev != step.prev {
+			t.Fatalf("ClaimName(%s) = %q, %v; want %q", step.name, prev, err, step.prev)
+		}
+	}
+}
