@@ -346,9 +346,21 @@ func waitFor[T any](t testing.TB, d time.Duration, fn func() (T, bool)) T {
 	}
 }
 
-// The ok frame lists every node, so a client knows where to go next.
+// The ok frame lists every node, so a client knows where to go next. A
+// node started under a name already in the cluster fails its start-up.
 func TestClusterNodeList(t *testing.T) {
 	nodes := startCluster(t, 3)
+	dup := nodes[0].cfg
+	dup.DataDir, dup.HTTPAddr, dup.TCPAddr, dup.NATSAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	dup.Cluster = fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if n, err := node.Start(ctx, dup); err == nil || !strings.Contains(err.Error(), "--name") {
+		if n != nil {
+			n.Shutdown(context.Background())
+		}
+		t.Fatalf("a second n0: %v", err)
+	}
 	waitFor(t, 10*time.Second, func() (string, bool) {
 		c := nodes[1].ws(t, "u")
 		c.send(map[string]string{"op": "auth", "token": token(t, "u")})

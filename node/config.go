@@ -110,7 +110,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Name == "" {
 		c.Name, _ = os.Hostname()
 	}
-	if c.Replicas <= 0 {
+	if c.Replicas == 0 {
 		c.Replicas = 1
 		if c.Cluster != "" {
 			c.Replicas = 3
@@ -210,7 +210,8 @@ func (t TLSFiles) Enabled() bool { return t.Cert != "" || t.Key != "" || t.CA !=
 
 func (t TLSFiles) validate(flag string) error {
 	if t.Enabled() && (t.Cert == "" || t.Key == "") {
-		return fmt.Errorf("--%s-tls-cert and --%s-tls-key go together", flag, flag)
+		return fmt.Errorf("--%s-tls-cert and --%s-tls-key are both needed for TLS (--%s-tls-ca alone is not enough)",
+			flag, flag, flag)
 	}
 	return nil
 }
@@ -222,6 +223,9 @@ func (c *Config) validateCluster() []error {
 	}
 	if err := c.NATSTLS.validate("nats"); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Replicas < 0 {
+		errs = append(errs, fmt.Errorf("--replicas %d: want 0 (automatic) to 5", c.Replicas))
 	}
 	if c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("--replicas %d: JetStream allows at most 5", c.Replicas))
@@ -237,6 +241,10 @@ func (c *Config) validateCluster() []error {
 	}
 	if _, _, err := splitNATSAddr(c.Cluster); err != nil {
 		errs = append(errs, fmt.Errorf("--cluster %q: %v", c.Cluster, err))
+	}
+	if len(c.Routes) == 0 {
+		errs = append(errs, errors.New("--cluster needs --routes: the route URLs of the cluster's nodes "+
+			"(a node may list itself)"))
 	}
 	for _, r := range c.Routes {
 		if _, err := routeURL(r, "", ""); err != nil {

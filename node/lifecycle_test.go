@@ -248,11 +248,13 @@ func TestStartFailures(t *testing.T) {
 		}, "--routes entry"},
 		{"routes without cluster", func(c *node.Config) { c.Routes = []string{"nats://a:6222"} }, "--cluster"},
 		{"too many replicas", func(c *node.Config) { c.Cluster, c.Replicas = "127.0.0.1:0", 9 }, "--replicas"},
+		{"negative replicas", func(c *node.Config) { c.Replicas = -1 }, "--replicas"},
+		{"cluster without routes", func(c *node.Config) { c.Cluster = "127.0.0.1:0" }, "--routes"},
 		{"route user without password", func(c *node.Config) {
 			c.Cluster, c.ClusterUser = "127.0.0.1:0", "route"
 		}, "--cluster-password"},
 		{"missing TLS file", func(c *node.Config) {
-			c.Cluster = "127.0.0.1:0"
+			c.Cluster, c.Routes = "127.0.0.1:0", []string{"nats://127.0.0.1:1"}
 			c.ClusterTLS = node.TLSFiles{Cert: "/nonexistent/cert.pem", Key: "/nonexistent/key.pem"}
 		}, "--cluster-tls"},
 		{"TLS key without cert", func(c *node.Config) { c.NATSTLS.Key = "k.pem" }, "--nats-tls-cert"},

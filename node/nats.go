@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,15 +17,15 @@ import (
 
 // startNATS starts the embedded NATS server with JetStream and waits until
 // it accepts connections.
-func startNATS(cfg *Config) (*server.Server, error) {
+func startNATS(cfg *Config) (*server.Server, *natsLogger, error) {
 	opts, err := natsOptions(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	ns, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("nats: %w", err)
+		return nil, nil, fmt.Errorf("nats: %w", err)
 	}
 	logger := &natsLogger{log: cfg.Log.With("component", "nats")}
 	ns.SetLoggerV2(logger, false, false, false)
@@ -35,18 +36,18 @@ func startNATS(cfg *Config) (*server.Server, error) {
 	for !ns.ReadyForConnections(50 * time.Millisecond) {
 		if err := logger.fatal(); err != nil {
 			ns.Shutdown()
-			return nil, fmt.Errorf("nats: %w", err)
+			return nil, nil, fmt.Errorf("nats: %w", err)
 		}
 		if time.Now().After(deadline) {
 			ns.Shutdown()
-			return nil, errors.New("nats: server not ready after 30s")
+			return nil, nil, errors.New("nats: server not ready after 30s")
 		}
 	}
 	if err := logger.fatal(); err != nil {
 		ns.Shutdown()
-		return nil, fmt.Errorf("nats: %w", err)
+		return nil, nil, fmt.Errorf("nats: %w", err)
 	}
-	return ns, nil
+	return ns, logger, nil
 }
 
 // Route liveness: a peer that stops answering pings is dropped after
@@ -195,9 +196,27 @@ func (l *natsLogger) logf(level slog.Level, format string, v []any) {
 
 func (l *natsLogger) Noticef(format string, v ...any) { l.logf(slog.LevelDebug, format, v) }
 func (l *natsLogger) Warnf(format string, v ...any)   { l.logf(slog.LevelWarn, format, v) }
-func (l *natsLogger) Errorf(format string, v ...any)  { l.logf(slog.LevelError, format, v) }
-func (l *natsLogger) Debugf(format string, v ...any)  { l.logf(slog.LevelDebug, format, v) }
-func (l *natsLogger) Tracef(string, ...any)           {}
+
+// Errorf logs an error. Two are special: dialling a route that is not up
+// yet is routine while a cluster starts (the node warns while it waits),
+// and a duplicate server name means this node's --name is taken, which
+// ends its start-up.
+func (l *natsLogger) Errorf(format string, v ...any) {
+	switch {
+	case strings.HasPrefix(format, "Error trying to connect to route"):
+		l.logf(slog.LevelDebug, format, v)
+		return
+	case strings.Contains(fmt.Sprintf(format, v...), "duplicate name"):
+		l.mu.Lock()
+		if l.err == nil {
+			l.err = errors.New("another node in the cluster already runs under this --name")
+		}
+		l.mu.Unlock()
+	}
+	l.logf(slog.LevelError, format, v)
+}
+func (l *natsLogger) Debugf(format string, v ...any) { l.logf(slog.LevelDebug, format, v) }
+func (l *natsLogger) Tracef(string, ...any)          {}
 
 func (l *natsLogger) Fatalf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)

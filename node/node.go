@@ -34,10 +34,11 @@ import (
 
 // Node is one running onechat node.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	nodeID string
-	secret []byte
+	cfg     Config
+	log     *slog.Logger
+	nodeID  string
+	secret  []byte
+	natsLog *natsLogger
 
 	meta  *storage.Meta
 	ns    *server.Server
@@ -129,7 +130,7 @@ func (n *Node) openMeta() error {
 
 func (n *Node) openNATS() error {
 	var err error
-	if n.ns, err = startNATS(&n.cfg); err != nil {
+	if n.ns, n.natsLog, err = startNATS(&n.cfg); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	if n.pub, err = connect(n.ns, "onechat-pub", n.log); err != nil {
@@ -201,7 +202,7 @@ func (n *Node) openInbox(ctx context.Context) error {
 	lastLog := time.Now()
 	for {
 		// Until the meta group has a leader, a create waits for nothing.
-		for n.cfg.Cluster != "" && !n.ns.JetStreamIsCurrent() && ctx.Err() == nil {
+		for n.cfg.Cluster != "" && !n.ns.JetStreamIsCurrent() && ctx.Err() == nil && n.natsLog.fatal() == nil {
 			time.Sleep(50 * time.Millisecond)
 		}
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -215,6 +216,9 @@ func (n *Node) openInbox(ctx context.Context) error {
 			return nil
 		}
 		if n.cfg.Cluster == "" || ctx.Err() != nil || errors.Is(err, storage.ErrShrink) {
+			return fmt.Errorf("node: %w", err)
+		}
+		if err := n.natsLog.fatal(); err != nil {
 			return fmt.Errorf("node: %w", err)
 		}
 		if time.Since(lastLog) > 10*time.Second {

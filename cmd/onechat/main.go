@@ -142,13 +142,22 @@ func serve(cfg node.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	n, err := node.Start(ctx, cfg)
+	if err != nil && ctx.Err() != nil {
+		cfg.Log.Info("stopped before the node was ready", "reason", err)
+		return nil // asked to stop while waiting, for its cluster say
+	}
 	if err != nil {
 		return err
 	}
 	cfg.Log.Info("onechat is ready", "name", n.Name(),
 		"http", n.HTTPAddr(), "websocket", "ws://"+n.HTTPAddr()+"/ws",
 		"tcp", n.TCPAddr(), "nats", n.NATSURL(), "data", cfg.DataDir)
-	cfg.Log.Info("get a client token with: onechat token --data " + cfg.DataDir + " <user>")
+	if cfg.JWTSecret == "" {
+		cfg.Log.Info("get a client token with: onechat token --data " + cfg.DataDir + " <user>")
+	} else {
+		cfg.Log.Info("get a client token with: onechat token --jwt-secret <the secret> <user> " +
+			"(or with ONECHAT_JWT_SECRET set)")
+	}
 	select {
 	case <-ctx.Done():
 	case <-n.Done(): // drained through --admin
