@@ -109,6 +109,7 @@ type frame struct {
 	Op      string          `json:"op"`
 	Ref     string          `json:"ref"`
 	User    string          `json:"user"`
+	Session string          `json:"session"`
 	Ping    int64           `json:"ping"`
 	Timeout int64           `json:"timeout"`
 	Code    string          `json:"code"`

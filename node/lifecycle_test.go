@@ -305,6 +305,20 @@ func TestRenamedClusterNodeRefused(t *testing.T) {
 	}
 }
 
+// Session IDs mark a sender's stored copies, so a restarted node must not
+// hand out an ID its previous run used; it once restarted from 1.
+func TestSessionIDsNotReusedAfterRestart(t *testing.T) {
+	tn := startNode(t)
+	c := tn.tcp(t, "a")
+	before := c.auth("a").Session
+	c.close()
+	tn.restart(t)
+	c = tn.tcp(t, "b")
+	if after := c.auth("b").Session; after == before || after == "" {
+		t.Fatalf("session %q before the restart, %q after", before, after)
+	}
+}
+
 // A token expiring past 2262 (beyond int64 nanoseconds) keeps its
 // connection open; it was once closed as expired within a second.
 func TestFarFutureTokenExpiry(t *testing.T) {

@@ -152,6 +152,10 @@ func NewHub(d HubDeps) *Hub {
 	if h.peers == nil {
 		h.peers = soloCluster{}
 	}
+	// Session IDs name the sender of a message on its stored copy, so
+	// they must not repeat after a restart: counting starts from the
+	// time, in microseconds.
+	h.nextID.Store(uint64(time.Now().UnixMicro()))
 	h.users.init()
 	h.sessions.init()
 	h.refs.init()
