@@ -15,12 +15,11 @@ import (
 // bench is the state of one run.
 type bench struct {
 	cfg     *config
-	node    *node
+	nodes   []*node // one, or the cluster's; clients[i].home indexes it
 	runID   string
 	clients []*client
 	pairs   []pair
 	dialers []*net.Dialer
-	wsURL   string
 
 	// phases is fixed before any connection opens, so read goroutines
 	// may look at it without locks. bStart is MaxInt64 until phase B.
@@ -50,17 +49,19 @@ const maxDropLogs = 5
 
 type pair struct{ sender, recipient *client }
 
-func newBench(cfg *config, n *node) (*bench, error) {
+func newBench(cfg *config, nodes []*node) (*bench, error) {
 	runID, err := randomHex(4)
 	if err != nil {
 		return nil, err
 	}
-	b := &bench{cfg: cfg, node: n, runID: runID, wsURL: "ws://" + n.httpAddr + "/ws",
+	b := &bench{cfg: cfg, nodes: nodes, runID: runID,
 		dropped: map[string]*dropStat{}, otherErrs: map[string]int64{}}
 	b.phases = [numPhases]*phase{newPhase(0, 'a', true), newPhase(1, 'b', false)}
 	b.bStart.Store(math.MaxInt64)
 	for i := range cfg.N {
-		b.clients = append(b.clients, newClient(b, fmt.Sprintf("u%06d", i)))
+		c := newClient(b, fmt.Sprintf("u%06d", i))
+		c.home = homeNode(cfg.Place, i, cfg.N, len(nodes))
+		b.clients = append(b.clients, c)
 	}
 	// Roles are fixed before any read loop starts, so the read
 	// goroutines may read them without locks.
@@ -85,7 +86,7 @@ func (b *bench) signTokens() ([]string, error) {
 	toks := make([]string, len(b.clients))
 	for i, c := range b.clients {
 		t := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: c.user, ExpiresAt: exp})
-		s, err := t.SignedString([]byte(b.node.secret))
+		s, err := t.SignedString([]byte(b.nodes[0].secret)) // one secret for all nodes
 		if err != nil {
 			return nil, fmt.Errorf("sign token for %s: %w", c.user, err)
 		}

@@ -29,15 +29,18 @@ type client struct {
 	user    string
 	partner string // the user it sends to, or receives from
 	role    role
+	home    int // index of the node it connects to, in bench.nodes
 
 	ws     *gws.Conn
 	ready  chan error // gets one value: nil on the ok frame, else why not
 	once   sync.Once
 	up     atomic.Bool // got ok and not closed: safe to write to
 	refSeq atomic.Uint64
+	lastT  atomic.Int64 // sender: the latest stamp it sent
 
-	mu  sync.Mutex
-	lat [numPhases][]int64 // recipient: delivery latencies (ns) per phase
+	mu   sync.Mutex
+	lat  [numPhases][]int64            // recipient: delivery latencies (ns) per phase
+	seen [numPhases]map[int64]struct{} // recipient: stamps delivered, per phase
 }
 
 func newClient(b *bench, user string) *client {
@@ -73,8 +76,10 @@ func (c *client) ping(ws bool) {
 	_ = c.ws.WritePing(nil)
 }
 
-// send sends one message to the partner, stamped tNs, as part of p.
+// send sends one message to the partner, stamped tNs (or just after the
+// previous stamp, see stamp), as part of p.
 func (c *client) send(p *phase, tNs int64) {
+	tNs = c.stamp(tNs)
 	frame := appendSend(make([]byte, 0, 112), p.letter, c.b.runID, c.refSeq.Add(1), c.partner, tNs)
 	// Counted before the write: the ack may be handled on the read
 	// goroutine before write returns.
@@ -87,10 +92,33 @@ func (c *client) send(p *phase, tNs int64) {
 	}
 }
 
-func (c *client) record(phase int, ns int64) {
+// stamp returns tNs, or 1 ns after the sender's last stamp if tNs is not
+// later. Each message of a sender thus has its own stamp, by which its
+// recipient tells a message delivered twice.
+func (c *client) stamp(tNs int64) int64 {
+	for {
+		last := c.lastT.Load()
+		t := max(tNs, last+1)
+		if c.lastT.CompareAndSwap(last, t) {
+			return t
+		}
+	}
+}
+
+// record notes the delivery of the message stamped t, after ns. It
+// reports false, and records nothing, if that message came before.
+func (c *client) record(phase int, t, ns int64) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen[phase] == nil {
+		c.seen[phase] = map[int64]struct{}{}
+	}
+	if _, dup := c.seen[phase][t]; dup {
+		return false
+	}
+	c.seen[phase][t] = struct{}{}
 	c.lat[phase] = append(c.lat[phase], ns)
-	c.mu.Unlock()
+	return true
 }
 
 func (c *client) OnOpen(*gws.Conn) {}
@@ -140,7 +168,10 @@ func (c *client) onMsg(v *view) {
 		c.b.stray.Add(1)
 		return
 	}
-	c.record(p.idx, now-v.t)
+	if !c.record(p.idx, v.t, now-v.t) {
+		p.dupDeliveries.Add(1) // its pending event was taken off the first time
+		return
+	}
 	p.delivered.Add(1)
 	p.done(1)
 }

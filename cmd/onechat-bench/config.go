@@ -32,6 +32,8 @@ type config struct {
 	StopTimeout  time.Duration
 	Keepalive    string
 	JSON         bool
+	Cluster      int    // nodes to start as one cluster; 0: one node, no cluster
+	Place        string // cluster: where connections go, "cross" or "n0"
 }
 
 // stringList is a repeatable string flag.
@@ -40,16 +42,19 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, " ") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-const usageHead = `onechat-bench measures one onechat node: connection rate, idle memory per
-WebSocket connection, direct-message capacity (closed loop) and latency
-(open loop at half that capacity).
+const usageHead = `onechat-bench measures one onechat node, or a cluster: connection rate,
+idle memory per WebSocket connection, direct-message capacity (closed
+loop) and latency (open loop at half that capacity).
 
 usage:
   go build -o onechat ./cmd/onechat && go run ./cmd/onechat-bench [flags]
+  onechat-bench --cluster 3 [--place cross|n0] [flags]
   onechat-bench --attach http://127.0.0.1:8080 --pid PID --jwt-secret S [flags]
 
 By default the node is started as a child process with a fresh data
 directory and free ports on 127.0.0.1. Traffic only ever goes to loopback.
+With --cluster 3, three nodes n0 n1 n2 are started as one cluster (inbox
+stream replicated R3); by default every message then crosses nodes.
 
 flags:
 `
@@ -88,6 +93,12 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.Keepalive, "keepalive", "op",
 		"keepalive each connection sends every ping interval: op ({\"op\":\"ping\"} frames, "+
 			"as the protocol asks) or ws (WebSocket ping control frames)")
+	fs.IntVar(&cfg.Cluster, "cluster", 0,
+		"start this many nodes (3 to 5) as one cluster on loopback; 0: one node, not clustered")
+	fs.StringVar(&cfg.Place, "place", "cross",
+		"with --cluster: cross (connection i on node i%k for senders, each recipient on the sender's "+
+			"node + 1, so every message crosses nodes) or n0 (every connection on n0, to measure "+
+			"the memory the other nodes spend per remote user)")
 	fs.BoolVar(&cfg.JSON, "json", false,
 		"print a JSON object on stdout (the text report then goes to stderr)")
 	fs.Usage = func() {
@@ -131,6 +142,11 @@ func (c *config) validate() error {
 	check(c.Drain > 0 && c.ConnTimeout > 0, "--drain and --conn-timeout must be positive")
 	check(c.StartTimeout > 0 && c.StopTimeout > 0, "--start-timeout and --stop-timeout must be positive")
 	check(c.Keepalive == "op" || c.Keepalive == "ws", "--keepalive %q: want op or ws", c.Keepalive)
+	check(c.Cluster == 0 || (c.Cluster >= 3 && c.Cluster <= 5),
+		"--cluster %d: want 0 (one node) or 3 to 5 nodes (the inbox stream is replicated R3)", c.Cluster)
+	check(c.Place == "cross" || c.Place == "n0", "--place %q: want cross or n0", c.Place)
+	check(c.Cluster > 0 || c.Place == "cross", "--place only goes with --cluster")
+	check(c.Cluster == 0 || c.Attach == "", "--cluster starts its nodes; it does not go with --attach")
 	if c.Attach != "" {
 		check(c.JWTSecret != "", "--attach needs --jwt-secret (the node's secret)")
 		if _, err := attachAddr(c.Attach); err != nil {
@@ -171,6 +187,9 @@ func (c *config) params() map[string]any {
 		"settle": c.Settle.String(), "window": c.Window, "duration": c.Duration.String(),
 		"rate": c.Rate, "drain": c.Drain.String(), "conn_timeout": c.ConnTimeout.String(),
 		"keepalive": c.Keepalive,
+	}
+	if c.Cluster > 0 {
+		p["cluster"], p["place"] = c.Cluster, c.Place
 	}
 	if c.Attach != "" {
 		p["attach"], p["pid"] = c.Attach, c.PID

@@ -28,6 +28,10 @@ type connectResult struct {
 	Failures    map[string]int64 `json:"failures,omitempty"`
 	NodeFDs     int              `json:"node_open_files,omitempty"`
 	NodeFDLimit int64            `json:"node_fd_limit,omitempty"`
+	// In a cluster: connections open on each node, and which node the
+	// open-file figures are of (the one with the most open).
+	PerNode []int  `json:"connected_per_node,omitempty"`
+	FDNode  string `json:"fd_node,omitempty"`
 }
 
 // stepErr says which step of opening a connection failed.
@@ -61,9 +65,15 @@ func (b *bench) connectAll(ctx context.Context) (connectResult, error) {
 	}
 	wg.Wait()
 	res.Seconds = time.Since(start).Seconds()
+	if len(b.nodes) > 1 {
+		res.PerNode = make([]int, len(b.nodes))
+	}
 	for _, c := range b.clients {
 		if c.up.Load() {
 			res.Connected++
+			if res.PerNode != nil {
+				res.PerNode[c.home]++
+			}
 		}
 	}
 	tried := int(run.next.Load())
@@ -117,11 +127,12 @@ func (b *bench) connectOne(ctx context.Context, i int, tok string, opt gws.Clien
 	c := b.clients[i]
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.ConnTimeout)
 	defer cancel()
-	nc, err := b.dialers[i%len(b.dialers)].DialContext(ctx, "tcp", b.node.httpAddr)
+	addr := b.nodes[c.home].httpAddr
+	nc, err := b.dialers[i%len(b.dialers)].DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return &stepErr{"dial", err}
 	}
-	opt.Addr = b.wsURL + "?token=" + tok
+	opt.Addr = "ws://" + addr + "/ws?token=" + tok
 	ws, resp, err := gws.NewClientFromConn(c, &opt, nc)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
@@ -190,9 +201,19 @@ func (b *bench) checkFDBudget() error {
 // connectVerdict turns an out-of-files condition, here or in the node,
 // into a clear error.
 func (b *bench) connectVerdict(res *connectResult, emfile bool) error {
-	if b.node.pid != 0 {
-		res.NodeFDs, _ = countFDs(b.node.pid)
-		res.NodeFDLimit, _ = fdLimit(b.node.pid)
+	busiest := b.nodes[0]
+	for _, n := range b.nodes {
+		if n.pid == 0 {
+			continue
+		}
+		fds, _ := countFDs(n.pid)
+		if fds > res.NodeFDs || res.NodeFDLimit == 0 {
+			res.NodeFDs, busiest = fds, n
+			res.NodeFDLimit, _ = fdLimit(n.pid)
+		}
+	}
+	if len(b.nodes) > 1 {
+		res.FDNode = busiest.name
 	}
 	if emfile {
 		var rl syscall.Rlimit
@@ -202,12 +223,13 @@ func (b *bench) connectVerdict(res *connectResult, emfile bool) error {
 			res.Connected, rl.Cur, rl.Max)
 	}
 	if res.Failed > 0 && res.NodeFDLimit > 0 && int64(res.NodeFDs)+16 >= res.NodeFDLimit {
-		return fmt.Errorf("the node (%s) is at its open-file limit (%d open of %d): "+
+		return fmt.Errorf("the %s (%s) is at its open-file limit (%d open of %d): "+
 			"it has probably hit EMFILE and stopped accepting; lower -n",
-			b.node.pidString(), res.NodeFDs, res.NodeFDLimit)
+			busiest.label(), busiest.pidString(), res.NodeFDs, res.NodeFDLimit)
 	}
 	if res.Connected < 2 {
-		return fmt.Errorf("only %d of %d connections opened; nothing to measure", res.Connected, res.Requested)
+		return fmt.Errorf("only %d of %d connections opened; nothing to measure",
+			res.Connected, res.Requested)
 	}
 	return nil
 }

@@ -30,36 +30,50 @@ type phaseResult struct {
 	Errors        map[string]int64 `json:"errors,omitempty"`
 	WriteErrors   int64            `json:"write_errors,omitempty"`
 	Dups          int64            `json:"dup_acks,omitempty"`
+	DupDeliveries int64            `json:"dup_deliveries,omitempty"` // same message delivered again
 	DrainSeconds  float64          `json:"drain_seconds"`
 	DrainTimedOut bool             `json:"drain_timed_out,omitempty"`
 
-	Latency  *latency `json:"latency_ms,omitempty"`
-	SchedLag *latency `json:"sched_lag_ms,omitempty"`
-	NodeCPU  float64  `json:"node_cpu_cores,omitempty"`
-	BenchCPU float64  `json:"bench_cpu_cores"`
-	OtherCPU float64  `json:"other_cpu_cores"` // every other process on the machine
+	Latency  *latency  `json:"latency_ms,omitempty"`
+	SchedLag *latency  `json:"sched_lag_ms,omitempty"`
+	NodeCPU  float64   `json:"node_cpu_cores,omitempty"`      // in a cluster, all nodes together
+	NodesCPU []float64 `json:"node_cpu_cores_each,omitempty"` // in a cluster, n0, n1, …
+	BenchCPU float64   `json:"bench_cpu_cores"`
+	OtherCPU float64   `json:"other_cpu_cores"` // every other process on the machine
 }
 
 // cpuMark is a point to measure CPU use from.
 type cpuMark struct {
-	at               time.Time
-	node, self, busy time.Duration
+	at         time.Time
+	self, busy time.Duration
+	nodes      []time.Duration // each node's, as bench.nodes
 }
 
 func (b *bench) cpuMark() cpuMark {
-	m := cpuMark{at: time.Now(), self: selfCPU(), busy: machineBusy()}
-	if b.node.pid != 0 {
-		m.node, _ = procCPU(b.node.pid)
+	m := cpuMark{at: time.Now(), self: selfCPU(), busy: machineBusy(),
+		nodes: make([]time.Duration, len(b.nodes))}
+	for i, n := range b.nodes {
+		if n.pid != 0 {
+			m.nodes[i], _ = procCPU(n.pid)
+		}
 	}
 	return m
 }
 
-// cores sets the average number of cores the node, this tool and
+// cores sets the average number of cores the nodes, this tool and
 // everything else used from m to now. Without a node pid, the node counts
 // as "other".
 func (m cpuMark) cores(now cpuMark, r *phaseResult) {
 	wall := now.at.Sub(m.at).Seconds()
-	node, self := now.node-m.node, now.self-m.self
+	var node time.Duration
+	for i := range m.nodes {
+		d := now.nodes[i] - m.nodes[i]
+		node += d
+		if len(m.nodes) > 1 {
+			r.NodesCPU = append(r.NodesCPU, d.Seconds()/wall)
+		}
+	}
+	self := now.self - m.self
 	r.NodeCPU, r.BenchCPU = node.Seconds()/wall, self.Seconds()/wall
 	r.OtherCPU = max(0, (now.busy-m.busy-node-self).Seconds()/wall)
 }
@@ -160,7 +174,7 @@ func (b *bench) finish(ctx context.Context, p *phase, r *phaseResult) {
 	r.Sent = p.sent.Load()
 	r.Stored, r.Delivered = p.acked.Load(), p.delivered.Load()
 	r.NotDelivered = r.Sent - r.Delivered
-	r.WriteErrors, r.Dups = p.writeErrs.Load(), p.dups.Load()
+	r.WriteErrors, r.Dups, r.DupDeliveries = p.writeErrs.Load(), p.dups.Load(), p.dupDeliveries.Load()
 	r.Errors, _ = p.errorCounts()
 	r.Latency = summarize(b.latencies(p.idx))
 }

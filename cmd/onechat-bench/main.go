@@ -1,4 +1,5 @@
-// Command onechat-bench measures one onechat node over WebSocket:
+// Command onechat-bench measures one onechat node, or a cluster of them,
+// over WebSocket:
 //
 //  1. connection rate: -n connections (one user each), -c at a time, spread
 //     over source addresses 127.0.0.2 … so local ports do not run out;
@@ -21,6 +22,17 @@
 // with a fresh data directory, a random secret, free 127.0.0.1 ports,
 // --send-rate -1 and --log-level warn, and stops it with SIGTERM at the end.
 // It only ever sends traffic to loopback addresses.
+//
+// With --cluster 3 it starts three such nodes, n0 n1 n2, as one cluster
+// (one shared secret, every route on every node; the inbox stream is then
+// replicated R3) and waits for all of them; 4 or 5 nodes work alike. --place cross (the default)
+// puts sender i on node i%3 and its recipient on the next node, so every
+// message crosses nodes; --place n0 puts every connection on n0, so that
+// the memory of n1 and n2, which hold only the remote interest in n0's
+// users, gives the cost of a user online on another node:
+//
+//	go run ./cmd/onechat-bench --cluster 3 -n 6000
+//	go run ./cmd/onechat-bench --cluster 3 --place n0 -n 6000
 //
 // A process here may hold a limited number of open files (see ulimit -n);
 // each connection takes one in this tool and one in the node. The tool
@@ -96,28 +108,41 @@ func output(cfg *config, rep *report) int {
 // runBench runs every step, filling rep as it goes, so an error or
 // Ctrl-C still leaves the figures measured so far.
 func runBench(ctx context.Context, cfg *config, rep *report) error {
-	n, err := openNode(ctx, cfg)
+	nodes, err := openNodes(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	logf("node ready: %s, http %s", n.pidString(), n.httpAddr)
-	ni := n.info()
-	rep.Node = &ni
-	if n.pid == 0 {
+	infos := make([]nodeInfo, len(nodes))
+	for i, n := range nodes {
+		infos[i] = n.info()
+	}
+	if len(nodes) == 1 {
+		logf("node ready: %s, http %s", nodes[0].pidString(), nodes[0].httpAddr)
+		rep.Node = &infos[0]
+	} else {
+		rep.Nodes = infos
+	}
+	if nodes[0].pid == 0 {
 		rep.Notes = append(rep.Notes, "no --pid: the node's memory, open files and CPU were not measured")
 	}
-	rep.Notes = append(rep.Notes,
-		"node goroutines and heap are not measured; profile with --node-arg=--pprof=127.0.0.1:6060")
+	if len(nodes) == 1 {
+		rep.Notes = append(rep.Notes,
+			"node goroutines and heap are not measured; profile with --node-arg=--pprof=127.0.0.1:6060")
+	} else {
+		rep.Notes = append(rep.Notes, "node goroutines and heap are not measured; "+
+			"--node-arg goes to every node, so it cannot give each its own --pprof address")
+	}
 	defer func() {
-		took, status := n.stop(cfg.StopTimeout)
-		ni.StopSeconds, ni.ExitStatus = took.Seconds(), status
+		for i, s := range stopNodes(nodes, cfg.StopTimeout) {
+			infos[i].StopSeconds, infos[i].ExitStatus = s.took.Seconds(), s.status
+		}
 	}()
-	b, err := newBench(cfg, n)
+	b, err := newBench(cfg, nodes)
 	if err != nil {
 		return err
 	}
-	// Deferred after the node's stop, so it runs first: clients close
-	// before the node is told to stop.
+	// Deferred after the nodes' stop, so it runs first: clients close
+	// before the nodes are told to stop.
 	defer b.closeAll(5 * time.Second)
 	defer rep.collect(b)
 	return b.measure(ctx, rep)
@@ -125,12 +150,13 @@ func runBench(ctx context.Context, cfg *config, rep *report) error {
 
 // measure runs the connection, memory and message steps.
 func (b *bench) measure(ctx context.Context, rep *report) error {
+	b.noteStream(rep, "before connecting")
 	before, err := b.readMem()
 	if err != nil {
 		return err
 	}
-	logf("opening %d connections, %d at a time, from %d source addresses",
-		b.cfg.N, b.cfg.Concurrency, b.cfg.SrcIPs)
+	logf("opening %d connections, %d at a time, from %d source addresses%s",
+		b.cfg.N, b.cfg.Concurrency, b.cfg.SrcIPs, b.placement())
 	cr, err := b.connectAll(ctx)
 	rep.Connect = &cr
 	logf("%d connected (%.0f/s), %d failed", cr.Connected, cr.PerSecond, cr.Failed)
@@ -141,7 +167,7 @@ func (b *bench) measure(ctx context.Context, rep *report) error {
 	defer kcancel()
 	go b.keepalive(kctx)
 
-	if rep.Memory, err = b.idleMemory(ctx, before, cr.Connected); err != nil {
+	if err := b.idleMemory(ctx, rep, before, cr.Connected); err != nil {
 		return err
 	}
 	b.makePairs()
@@ -166,7 +192,11 @@ func (b *bench) messagePhases(ctx context.Context, rep *report) error {
 	}
 	logf("phase B: open loop at %.0f msg/s, %s", rate, b.cfg.Duration)
 	rep.PhaseB = b.phaseB(ctx, rate)
-	return b.between(ctx)
+	if err := b.between(ctx); err != nil {
+		return err
+	}
+	b.noteStream(rep, "after phase B")
+	return nil
 }
 
 // between checks that the run may go on.
@@ -174,36 +204,51 @@ func (b *bench) between(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return b.node.alive()
+	for _, n := range b.nodes {
+		if err := n.alive(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// readMem reads the node's memory, or nothing when its pid is unknown.
-func (b *bench) readMem() (*procMem, error) {
-	if b.node.pid == 0 {
+// readMem reads every node's memory, as bench.nodes, or nothing when the
+// pid is unknown.
+func (b *bench) readMem() ([]procMem, error) {
+	if b.nodes[0].pid == 0 {
 		return nil, nil
 	}
-	m, err := readProcMem(b.node.pid)
-	if err != nil {
-		return nil, err
+	ms := make([]procMem, len(b.nodes))
+	for i, n := range b.nodes {
+		m, err := readProcMem(n.pid)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", n.label(), err)
+		}
+		ms[i] = m
 	}
-	return &m, nil
+	return ms, nil
 }
 
-// idleMemory waits --settle and compares the node's memory with before.
-func (b *bench) idleMemory(ctx context.Context, before *procMem, conns int) (*memResult, error) {
+// idleMemory waits --settle and compares the nodes' memory with before.
+func (b *bench) idleMemory(ctx context.Context, rep *report, before []procMem, conns int) error {
 	logf("settling %s", b.cfg.Settle)
 	sleepCtx(ctx, b.cfg.Settle)
 	if err := b.between(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	after, err := b.readMem()
 	if err != nil || after == nil {
-		return nil, err
+		return err
 	}
-	m := &memResult{Before: *before, After: *after, SettleSeconds: b.cfg.Settle.Seconds(),
-		Connections: conns, DeltaBytes: after.RSS - before.RSS}
+	if len(b.nodes) > 1 {
+		rep.ClusterMem = b.clusterMemory(before, after)
+		return nil
+	}
+	m := &memResult{Before: before[0], After: after[0], SettleSeconds: b.cfg.Settle.Seconds(),
+		Connections: conns, DeltaBytes: after[0].RSS - before[0].RSS}
 	m.BytesPerConn = float64(m.DeltaBytes) / float64(conns)
-	m.AnonPerConn = float64(after.RSSAnon-before.RSSAnon) / float64(conns)
-	m.NodeFDs, _ = countFDs(b.node.pid)
-	return m, nil
+	m.AnonPerConn = float64(after[0].RSSAnon-before[0].RSSAnon) / float64(conns)
+	m.NodeFDs, _ = countFDs(b.nodes[0].pid)
+	rep.Memory = m
+	return nil
 }

@@ -19,7 +19,9 @@ import (
 // node is the onechat node under test: a child process this tool started,
 // or a running node it attached to.
 type node struct {
+	name     string // --name in a cluster, else ""
 	httpAddr string // host:port of HTTP and /ws
+	natsAddr string // host:port of the NATS client port of a started node
 	pid      int    // 0 when unknown (attach without --pid)
 	secret   string
 	version  string
@@ -33,7 +35,8 @@ type node struct {
 
 // nodeInfo is the node's part of the report.
 type nodeInfo struct {
-	Mode        string   `json:"mode"` // "child" or "attach"
+	Name        string   `json:"name,omitempty"` // in a cluster
+	Mode        string   `json:"mode"`           // "child" or "attach"
 	PID         int      `json:"pid,omitempty"`
 	HTTP        string   `json:"http"`
 	Version     string   `json:"version,omitempty"`
@@ -44,7 +47,8 @@ type nodeInfo struct {
 }
 
 func (n *node) info() nodeInfo {
-	ni := nodeInfo{Mode: "attach", PID: n.pid, HTTP: n.httpAddr, Version: n.version, Args: n.args}
+	ni := nodeInfo{Name: n.name, Mode: "attach", PID: n.pid, HTTP: n.httpAddr,
+		Version: n.version, Args: n.args}
 	if n.cmd != nil {
 		ni.Mode = "child"
 	}
@@ -79,11 +83,6 @@ func openNode(ctx context.Context, cfg *config) (*node, error) {
 // startChild starts the node binary with a fresh data directory, a random
 // secret and free loopback ports.
 func startChild(cfg *config) (*node, error) {
-	path, err := exec.LookPath(cfg.Onechat)
-	if err != nil {
-		return nil, fmt.Errorf("node binary %q: %w (build it with: go build -o onechat ./cmd/onechat)",
-			cfg.Onechat, err)
-	}
 	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
@@ -92,16 +91,36 @@ func startChild(cfg *config) (*node, error) {
 	if err != nil {
 		return nil, err
 	}
+	return spawn(cfg, childSpec{secret: secret, http: ports[0], tcp: ports[1], nats: ports[2]})
+}
+
+// childSpec is one node for spawn to start.
+type childSpec struct {
+	name            string // "" for a lone node
+	secret          string
+	http, tcp, nats string   // listen addresses
+	extra           []string // cluster flags, put before the --node-arg ones
+}
+
+// spawn starts the node binary as spec says, with a fresh data directory.
+func spawn(cfg *config, spec childSpec) (*node, error) {
+	path, err := exec.LookPath(cfg.Onechat)
+	if err != nil {
+		return nil, fmt.Errorf("node binary %q: %w (build it with: go build -o onechat ./cmd/onechat)",
+			cfg.Onechat, err)
+	}
 	dir, err := os.MkdirTemp("", "onechat-bench-*")
 	if err != nil {
 		return nil, fmt.Errorf("node data directory: %w", err)
 	}
-	n := &node{httpAddr: ports[0], secret: secret, dataDir: dir, exited: make(chan struct{})}
+	n := &node{name: spec.name, httpAddr: spec.http, natsAddr: spec.nats, secret: spec.secret,
+		dataDir: dir, exited: make(chan struct{})}
 	n.args = append([]string{path, "--data", dir, "--jwt-secret", "SECRET",
-		"--http", ports[0], "--tcp", ports[1], "--nats", ports[2],
-		"--send-rate", "-1", "--log-level", "warn"}, cfg.NodeArgs...)
+		"--http", spec.http, "--tcp", spec.tcp, "--nats", spec.nats,
+		"--send-rate", "-1", "--log-level", "warn"}, spec.extra...)
+	n.args = append(n.args, cfg.NodeArgs...)
 	n.version = nodeVersion(path)
-	if err := n.start(path, secret); err != nil {
+	if err := n.start(path, spec.secret); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -112,8 +131,13 @@ func (n *node) start(path, secret string) error {
 	args := append([]string(nil), n.args[1:]...)
 	args[3] = secret // the report shows SECRET in its place
 	n.cmd = exec.Command(path, args...)
-	// The node logs to stderr; stdout stays free for --json.
+	// The node logs to stderr; stdout stays free for --json. In a
+	// cluster each line says which node wrote it.
 	n.cmd.Stdout, n.cmd.Stderr = os.Stderr, os.Stderr
+	if n.name != "" {
+		w := &prefixWriter{w: os.Stderr, prefix: []byte("[" + n.name + "] ")}
+		n.cmd.Stdout, n.cmd.Stderr = w, w
+	}
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Its own process group: a terminal's Ctrl-C reaches only this
 		// tool, which then closes its connections and stops the node in
@@ -188,9 +212,12 @@ func (n *node) waitReady(ctx context.Context, timeout time.Duration) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("node at %s not ready after %s: %v", n.httpAddr, timeout, last)
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return fmt.Errorf("%s: wait for /readyz: %w", n.label(), ctx.Err())
+			}
+			return fmt.Errorf("%s at %s not ready after %s: %v", n.label(), n.httpAddr, timeout, last)
 		case <-n.exitedChan():
-			return fmt.Errorf("node exited before it was ready: %v", n.waitErr)
+			return fmt.Errorf("%s exited before it was ready: %v", n.label(), n.waitErr)
 		case <-tick.C:
 		}
 	}
@@ -224,7 +251,7 @@ func (n *node) exitedChan() <-chan struct{} {
 func (n *node) alive() error {
 	select {
 	case <-n.exitedChan():
-		return fmt.Errorf("the node exited during the run: %v", n.waitErr)
+		return fmt.Errorf("the %s exited during the run: %v", n.label(), n.waitErr)
 	default:
 		return nil
 	}
@@ -238,7 +265,7 @@ func (n *node) stop(timeout time.Duration) (time.Duration, string) {
 		return 0, ""
 	}
 	defer os.RemoveAll(n.dataDir)
-	logf("stopping node (SIGTERM)")
+	logf("stopping %s (SIGTERM)", n.label())
 	start := time.Now()
 	_ = n.cmd.Process.Signal(syscall.SIGTERM)
 	t := time.NewTimer(timeout)
@@ -256,6 +283,14 @@ func (n *node) stop(timeout time.Duration) (time.Duration, string) {
 		return took, status + n.waitErr.Error()
 	}
 	return took, status + "exit status 0"
+}
+
+// label names the node in messages: "node", or "node n1" in a cluster.
+func (n *node) label() string {
+	if n.name == "" {
+		return "node"
+	}
+	return "node " + n.name
 }
 
 // pidString is for messages.

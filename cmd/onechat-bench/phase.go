@@ -24,6 +24,7 @@ type phase struct {
 	once     sync.Once
 
 	sent, acked, delivered, dups, writeErrs atomic.Int64
+	dupDeliveries                           atomic.Int64 // msg frames of a message delivered before
 
 	errMu    sync.Mutex
 	errCodes map[string]int64

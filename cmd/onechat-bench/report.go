@@ -19,8 +19,11 @@ type report struct {
 	Params      map[string]any      `json:"params"`
 	Machine     machine             `json:"machine"`
 	Node        *nodeInfo           `json:"node,omitempty"`
+	Nodes       []nodeInfo          `json:"nodes,omitempty"` // with --cluster, instead of node
 	Connect     *connectResult      `json:"connect,omitempty"`
 	Memory      *memResult          `json:"memory,omitempty"`
+	ClusterMem  *clusterMem         `json:"cluster_memory,omitempty"` // with --cluster, instead of memory
+	Stream      []streamStat        `json:"inbox_stream,omitempty"`   // with --cluster
 	PhaseA      *phaseResult        `json:"phase_a,omitempty"`
 	PhaseB      *phaseResult        `json:"phase_b,omitempty"`
 	Dropped     map[string]dropStat `json:"dropped_connections,omitempty"`
@@ -64,13 +67,16 @@ func (r *report) writeText(w io.Writer) {
 		"bench fd limit %d, loadavg at start %s\n",
 		m.NProc, m.GOMAXPROCS, m.GoVersion, m.OS, m.Kernel, m.CPU, m.MemTotal, m.FDLimit, m.LoadAvg)
 	r.textNode(w)
+	r.textClusterNodes(w)
 	r.textConnect(w)
 	r.textMemory(w)
+	r.textClusterMemory(w)
 	for _, p := range []*phaseResult{r.PhaseA, r.PhaseB} {
 		if p != nil {
 			textPhase(w, p)
 		}
 	}
+	r.textStream(w)
 	r.textAnomalies(w)
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "  note: %s\n", n)
@@ -108,10 +114,15 @@ func (r *report) textConnect(w io.Writer) {
 	if c.NotTried > 0 {
 		fmt.Fprintf(w, ", %d not attempted", c.NotTried)
 	}
-	if c.NodeFDLimit > 0 {
+	if c.NodeFDLimit > 0 && c.FDNode != "" {
+		fmt.Fprintf(w, "; open files of the busiest node (%s) %d of %d", c.FDNode, c.NodeFDs, c.NodeFDLimit)
+	} else if c.NodeFDLimit > 0 {
 		fmt.Fprintf(w, "; node open files %d of %d", c.NodeFDs, c.NodeFDLimit)
 	}
 	fmt.Fprintln(w)
+	for i, k := range c.PerNode {
+		fmt.Fprintf(w, "  on n%d: %d\n", i, k)
+	}
 	writeLatency(w, "  open time", c.OpenTime)
 	writeCounts(w, "  failures", c.Failures)
 }
@@ -135,21 +146,41 @@ func textPhase(w io.Writer, p *phaseResult) {
 		fmt.Fprintf(w, ", window %d", p.Window)
 	}
 	if p.TargetRate > 0 {
-		fmt.Fprintf(w, ", target %.0f msg/s (%.2f msg/s per sender)", p.TargetRate, p.TargetRate/float64(p.Senders))
+		fmt.Fprintf(w, ", target %.0f msg/s (%.2f msg/s per sender)",
+			p.TargetRate, p.TargetRate/float64(p.Senders))
 	}
 	fmt.Fprintf(w, ", %.2fs\n", p.Seconds)
 	fmt.Fprintf(w, "  stored    %.0f msg/s (%d acks in window)\n", p.StoredPerS, p.StoredInWindow)
 	fmt.Fprintf(w, "  delivered %.0f msg/s (%d msgs in window)\n", p.DeliveredPerS, p.DeliveredInWindow)
 	fmt.Fprintf(w, "  totals    sent %d, stored %d, delivered %d, NOT delivered %d (drain %.2fs%s)\n",
 		p.Sent, p.Stored, p.Delivered, p.NotDelivered, p.DrainSeconds, timedOut(p.DrainTimedOut))
-	if p.WriteErrors > 0 || p.Dups > 0 {
-		fmt.Fprintf(w, "  write errors %d, duplicate acks %d\n", p.WriteErrors, p.Dups)
+	if p.WriteErrors > 0 || p.Dups > 0 || p.DupDeliveries > 0 {
+		fmt.Fprintf(w, "  write errors %d, duplicate acks %d, duplicate deliveries %d\n",
+			p.WriteErrors, p.Dups, p.DupDeliveries)
 	}
 	writeCounts(w, "  error frames", p.Errors)
 	writeLatency(w, "  latency  ", p.Latency)
 	writeLatency(w, "  send lag ", p.SchedLag)
-	fmt.Fprintf(w, "  cpu       node %.2f cores, bench %.2f cores, other processes %.2f cores\n",
-		p.NodeCPU, p.BenchCPU, p.OtherCPU)
+	nodeLabel := "node"
+	if len(p.NodesCPU) > 0 {
+		nodeLabel = "nodes"
+	}
+	fmt.Fprintf(w, "  cpu       %s %.2f cores%s, bench %.2f cores, other processes %.2f cores\n",
+		nodeLabel, p.NodeCPU, nodesCPU(p), p.BenchCPU, p.OtherCPU)
+}
+
+func (r *report) textStream(w io.Writer) {
+	if len(r.Stream) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, s := range r.Stream {
+		fmt.Fprintf(w, "inbox stream %s: leader %s; followers %s; %d messages\n",
+			s.At, s.Leader, strings.Join(s.Replicas, ", "), s.Messages)
+	}
+	if len(r.Stream) > 1 && r.PhaseA != nil && r.PhaseB != nil {
+		fmt.Fprintf(w, "    (each stored message is kept twice, in both inboxes: 2 × %d stored = %d)\n",
+			r.PhaseA.Stored+r.PhaseB.Stored, 2*(r.PhaseA.Stored+r.PhaseB.Stored))
+	}
 }
 
 func (r *report) textAnomalies(w io.Writer) {
