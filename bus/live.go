@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"strconv"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -73,11 +74,11 @@ func (l *Live) shard(user string) *liveShard {
 	return &l.shards[maphash.String(l.seed, user)%uint64(len(l.shards))]
 }
 
-// Check queues a nudge (a message with HeaderCheck) on user's shard, in
-// order with the user's live messages. It waits while the shard's channel
-// is full, until ctx ends.
-func (l *Live) Check(ctx context.Context, user string) {
-	m := &nats.Msg{Subject: LiveSubject(user), Header: nats.Header{HeaderCheck: []string{"1"}}}
+// Check queues a nudge (a message with HeaderCheck carrying attempt, from
+// 1) on user's shard, in order with the user's live messages. It waits
+// while the shard's channel is full, until ctx ends.
+func (l *Live) Check(ctx context.Context, user string, attempt int) {
+	m := &nats.Msg{Subject: LiveSubject(user), Header: nats.Header{HeaderCheck: []string{strconv.Itoa(attempt)}}}
 	select {
 	case l.shard(user).ch <- m:
 	case <-ctx.Done():

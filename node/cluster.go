@@ -295,7 +295,7 @@ func (c *cluster) refreshLeader(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	l, err := c.inbox.Leader(ctx)
-	if err != nil {
+	if err != nil || l == "" {
 		c.log.Debug("stream leader unknown", "err", err)
 		return
 	}

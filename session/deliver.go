@@ -36,9 +36,9 @@ func (h *Hub) DeliverLive(m *nats.Msg) {
 			us.lastSeq, us.known = uint64(b), true
 		}
 	}
-	if m.Header.Get(bus.HeaderCheck) != "" {
+	if check := m.Header.Get(bus.HeaderCheck); check != "" {
 		if us.known {
-			h.backfill(us, 0)
+			h.checkStore(us, check)
 		}
 		return
 	}
@@ -82,22 +82,18 @@ func (h *Hub) fanOut(us *userState, seq uint64, envelope []byte, origin string, 
 }
 
 // backfill delivers the stored messages of us after us.lastSeq up to and
-// including upTo, or all of them when upTo is 0. It reports false when it
-// could not, after closing the user's sessions so that their clients
-// reconnect and sync.
+// including upTo. It reports false when it could not, after closing the
+// user's sessions so that their clients reconnect and sync.
 func (h *Hub) backfill(us *userState, upTo uint64) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
 	defer cancel()
-	for n := 0; upTo == 0 || us.lastSeq < upTo; n++ {
+	for n := 0; us.lastSeq < upTo; n++ {
 		if n >= h.cfg.MaxBackfill {
 			h.dropUser(us, "live gap larger than the backfill limit")
 			return false
 		}
 		st, err := h.inbox.Next(ctx, us.user, us.lastSeq+1)
-		if upTo == 0 && err == storage.ErrEnd {
-			break
-		}
-		if err == storage.ErrEnd || (err == nil && upTo != 0 && st.Seq > upTo) {
+		if err == storage.ErrEnd || (err == nil && st.Seq > upTo) {
 			us.lastSeq = upTo // expired or deleted meanwhile
 			break
 		}
@@ -111,6 +107,46 @@ func (h *Hub) backfill(us *userState, upTo uint64) bool {
 		h.fanOut(us, st.Seq, st.Data, st.Origin, time.Time{})
 	}
 	return true
+}
+
+// Catch-up checks come when the cluster has just been shaken (a new
+// leader, routes back); the store may not answer at once, so a failed
+// check is tried again a little later, a few times.
+const (
+	checkRetries = 10
+	checkBackoff = 2 * time.Second
+)
+
+// checkStore delivers whatever the store holds for us beyond the last
+// message handled. Unlike a gap in live messages, a failed check does not
+// drop the user's sessions: it is tried again.
+func (h *Hub) checkStore(us *userState, attempt string) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StoreTimeout)
+	defer cancel()
+	for n := 0; n < h.cfg.MaxBackfill; n++ {
+		st, err := h.inbox.Next(ctx, us.user, us.lastSeq+1)
+		if err == storage.ErrEnd {
+			return
+		}
+		if err != nil {
+			a, _ := strconv.Atoi(attempt)
+			if a >= checkRetries {
+				h.log.Warn("store check failed; giving up", "user", us.user, "err", err)
+				return
+			}
+			h.log.Debug("store check failed; trying again", "user", us.user, "attempt", a, "err", err)
+			time.AfterFunc(checkBackoff, func() {
+				ctx, cancel := context.WithTimeout(context.Background(), checkBackoff)
+				defer cancel()
+				h.live.Check(ctx, us.user, a+1)
+			})
+			return
+		}
+		us.lastSeq = st.Seq
+		h.m.Backfilled()
+		h.fanOut(us, st.Seq, st.Data, st.Origin, time.Time{})
+	}
+	h.dropUser(us, "more missed messages than the backfill limit")
 }
 
 // dropUser closes every session of us; clients reconnect and sync.
@@ -137,7 +173,7 @@ func (h *Hub) EachUser(fn func(user string)) {
 func (h *Hub) CatchUp(ctx context.Context) {
 	h.users.each(func(us *userState) {
 		if ctx.Err() == nil {
-			h.live.Check(ctx, us.user)
+			h.live.Check(ctx, us.user, 1)
 		}
 	})
 }
