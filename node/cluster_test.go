@@ -124,6 +124,7 @@ func streamLeader(t testing.TB, nc *nats.Conn) string {
 // on another, and a user's devices on different nodes each get every
 // message once. Routes run with TLS and credentials.
 func TestClusterDeliveryAcrossNodes(t *testing.T) {
+	t.Parallel()
 	tlsDir := writeTestPKI(t)
 	nodes := startCluster(t, 3, func(_ int, c *node.Config) {
 		c.ClusterUser, c.ClusterPassword = "route", "route-secret"
@@ -222,6 +223,7 @@ func TestClusterDeliveryAcrossNodes(t *testing.T) {
 // accepted reaches that user live. The user's node is not the stream's
 // leader, so the new subscription has to reach the leader first.
 func TestClusterSendRightAfterConnect(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 3)
 	leader := streamLeader(t, natsClient(t, nodes[0].NATSURL()))
 	var at, from *testNode
@@ -251,6 +253,7 @@ func TestClusterSendRightAfterConnect(t *testing.T) {
 // Presence is answered by any node, lists devices on every node, and
 // follows users as they come and go; events are published for both.
 func TestClusterPresence(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 3)
 	nc := natsClient(t, nodes[2].NATSURL())
 	events, err := nc.SubscribeSync("oc.presence.>")
@@ -349,6 +352,7 @@ func waitFor[T any](t testing.TB, d time.Duration, fn func() (T, bool)) T {
 // The ok frame lists every node, so a client knows where to go next. A
 // node started under a name already in the cluster fails its start-up.
 func TestClusterNodeList(t *testing.T) {
+	t.Parallel()
 	nodes := startCluster(t, 3)
 	dup := nodes[0].cfg
 	dup.DataDir, dup.HTTPAddr, dup.TCPAddr, dup.NATSAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"

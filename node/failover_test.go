@@ -79,8 +79,8 @@ func (r *failoverRun) receive() {
 				r.seen[f.ID] = len(r.got)
 				r.got = append(r.got, f)
 			}
-			r.mu.Unlock()
 			r.recv.cursor = max(r.recv.cursor, f.Seq)
+			r.mu.Unlock()
 		case <-c.done:
 			if err := r.recv.connect(); err != nil {
 				r.t.Error(err)
@@ -168,10 +168,16 @@ func (r *failoverRun) finish() {
 	r.t.Helper()
 	select {
 	case <-r.sendDone:
+		r.mu.Lock()
+		r.t.Logf("sender done at %s; recipient has %d, cursor %d", time.Now().Format("15:04:05.000"),
+			len(r.got), r.recv.cursor)
+		r.mu.Unlock()
 	case <-time.After(3 * time.Minute):
 		r.t.Fatalf("sender not done after 3 minutes; %d acked", r.acked.Load())
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	// Live delivery or a reconnect's sync brings the rest within seconds;
+	// the idle timeout (60 s) must not be what ends a stall.
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		r.mu.Lock()
 		n := len(r.got)
@@ -181,6 +187,7 @@ func (r *failoverRun) finish() {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	r.t.Logf("recipient complete at %s", time.Now().Format("15:04:05.000"))
 	close(r.stop)
 	r.wg.Wait()
 	r.mu.Lock()
@@ -287,6 +294,7 @@ func TestFailoverKill(t *testing.T) {
 // A rolling restart of all three nodes, each drained with SIGTERM, while
 // 1,000 messages flow: the same guarantees as a crash.
 func TestFailoverRollingRestart(t *testing.T) {
+	t.Parallel()
 	procs := startProcs(t, 3)
 	if t.Failed() {
 		t.FailNow()
@@ -315,6 +323,7 @@ func (p *proc) cont() {
 // the messages stored for them meanwhile without waiting for another
 // message to reveal the gap; its users are announced online again.
 func TestFrozenNodeCatchesUp(t *testing.T) {
+	t.Parallel()
 	procs := startProcs(t, 3)
 	if t.Failed() {
 		t.FailNow()

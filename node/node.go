@@ -213,7 +213,7 @@ func (n *Node) openInbox(ctx context.Context) error {
 				n.log.Warn("changed the message stream's settings for every node",
 					"changes", strings.Join(n.inbox.Changed, ", "))
 			}
-			return nil
+			return n.waitStreamLeader(ctx)
 		}
 		if n.cfg.Cluster == "" || ctx.Err() != nil || errors.Is(err, storage.ErrShrink) {
 			return fmt.Errorf("node: %w", err)
@@ -232,6 +232,28 @@ func (n *Node) openInbox(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// waitStreamLeader waits until the stream has a leader, so that a node
+// that says it is ready can store: a new stream elects one a moment after
+// it is created.
+func (n *Node) waitStreamLeader(ctx context.Context) error {
+	if n.cfg.Cluster == "" {
+		return nil
+	}
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		leader, err := n.inbox.Leader(lctx)
+		cancel()
+		if err == nil && leader != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node: waiting for the stream's leader: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 

@@ -211,8 +211,8 @@ func (p *proc) dumpLog() {
 	for sc.Scan() {
 		lines = append(lines, sc.Text())
 	}
-	if len(lines) > 40 {
-		lines = lines[len(lines)-40:]
+	if len(lines) > 60 {
+		lines = lines[len(lines)-60:]
 	}
 	p.t.Logf("--- last lines of %s's log:\n%s", p.name, strings.Join(lines, "\n"))
 }
@@ -286,6 +286,7 @@ func (r *roamer) dial(a nodeAddr) error {
 		return errors.New("no ok within 10s")
 	}
 	r.c = c
+	r.t.Logf("%s connected to %s at %s after %d", r.user, a.Name, time.Now().Format("15:04:05.000"), r.cursor)
 	return nil
 }
 

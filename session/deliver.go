@@ -94,7 +94,10 @@ func (h *Hub) backfill(us *userState, upTo uint64) bool {
 		}
 		st, err := h.inbox.Next(ctx, us.user, us.lastSeq+1)
 		if err == storage.ErrEnd || (err == nil && st.Seq > upTo) {
-			us.lastSeq = upTo // expired or deleted meanwhile
+			// Expired or deleted meanwhile: nothing to deliver.
+			h.warn.warn("live-gap-missing", "messages of a live gap are not in the store; skipped",
+				"user", us.user, "after", us.lastSeq, "upTo", upTo, "next", st.Seq, "err", err)
+			us.lastSeq = upTo
 			break
 		}
 		if err != nil {

@@ -3,6 +3,8 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -142,21 +144,51 @@ func (s *Session) beginSync() skipRange {
 	return skipRange{from: s.liveFrom, to: s.cursor}
 }
 
+// How long a sync keeps trying when the store does not answer, as while a
+// cluster elects a new leader. Live delivery stays suspended meanwhile:
+// ending the sync early would let a newer live message overtake the ones
+// not yet read, and a client's cursor would skip them.
+const (
+	syncRetryFor   = 30 * time.Second
+	syncRetryPause = 500 * time.Millisecond
+)
+
 func (s *Session) runSync(ref string, after uint64, expired bool, skip skipRange) {
 	s.hub.m.Synced()
-	cursor, count, err := s.syncFrom(after, skip)
-	if err != nil {
-		s.endSync(cursor)
-		if s.ctx.Err() == nil {
-			s.replyError(&protocol.Error{Code: protocol.CodeUnavailable,
-				Text: "the store did not answer; sync again from your cursor", Ref: ref})
+	cursor, total := after, 0
+	deadline := time.Now().Add(syncRetryFor)
+	for {
+		c, count, err := s.syncFrom(cursor, skip)
+		cursor, total = c, total+count
+		if err == nil {
+			s.reply(protocol.Encode(protocol.Synced{
+				Op: protocol.OpSynced, Ref: ref, Cursor: cursor, Expired: expired, Count: total,
+			}))
+			return
 		}
-		return
+		if s.ctx.Err() != nil {
+			s.endSync(cursor)
+			return
+		}
+		if errors.Is(err, errClientStuck) || time.Now().After(deadline) {
+			s.endSync(cursor)
+			code, text := protocol.CodeUnavailable, "the store did not answer; reconnect and resume from your cursor"
+			if errors.Is(err, errClientStuck) {
+				code, text = protocol.CodeSlowConsumer, "the client did not read its sync; reconnect and resume"
+			}
+			s.closeLocked(code, text)
+			return
+		}
+		s.hub.log.Debug("sync interrupted; trying again", "session", s.id, "err", err)
+		select {
+		case <-s.ctx.Done():
+		case <-time.After(syncRetryPause):
+		}
 	}
-	s.reply(protocol.Encode(protocol.Synced{
-		Op: protocol.OpSynced, Ref: ref, Cursor: cursor, Expired: expired, Count: count,
-	}))
 }
+
+// errClientStuck is a sync stopped because the client does not read.
+var errClientStuck = errors.New("session: client does not read")
 
 func (s *Session) syncFrom(after uint64, skip skipRange) (cursor uint64, count int, err error) {
 	h := s.hub
@@ -191,7 +223,7 @@ func (s *Session) syncFrom(after uint64, skip skipRange) (cursor uint64, count i
 			continue // not written by onechat; nothing a client could read
 		}
 		if err := s.out.pushWait(s.ctx, frame); err != nil {
-			return cursor, count, err
+			return cursor, count, fmt.Errorf("%w: %v", errClientStuck, err)
 		}
 		count++
 	}
