@@ -38,7 +38,13 @@ func applyEnv(fs *flag.FlagSet) error {
 func usage(fs *flag.FlagSet, synopsis string) func() {
 	return func() {
 		out := fs.Output()
-		fmt.Fprintf(out, "usage: %s\n\nflags (each also read from the environment variable shown, then from the\n--config file; the command line wins over both):\n", synopsis)
+		fmt.Fprintf(out, "usage: %s\n\n", synopsis)
+		if fs.Lookup("config") != nil {
+			fmt.Fprintln(out, "flags (each also read from the environment variable shown, then from the\n"+
+				"--config file; the command line wins over both):")
+		} else {
+			fmt.Fprintln(out, "flags (each also read from the environment variable shown):")
+		}
 		fs.VisitAll(func(f *flag.Flag) {
 			fmt.Fprintf(out, "  --%s (%s)\n    \t%s", f.Name, envName(f.Name), f.Usage)
 			if f.DefValue != "" {
