@@ -6,7 +6,10 @@ package helm_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -338,6 +341,48 @@ func subset(l, sub map[string]string) bool {
 	return len(sub) > 0
 }
 
+// Every setting the schema lets users put in config is an onechat flag,
+// and long release names stay within Kubernetes' limits without two
+// objects sharing a name.
+func TestChartConfigKeysAndNames(t *testing.T) {
+	raw, err := os.ReadFile("onechat/values.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema struct {
+		Properties struct {
+			Config struct {
+				Properties map[string]any `json:"properties"`
+			} `json:"config"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		t.Fatal(err)
+	}
+	flags := onechatFlags(t)
+	if len(schema.Properties.Config.Properties) == 0 {
+		t.Fatal("the schema lists no config settings")
+	}
+	for k := range schema.Properties.Config.Properties {
+		if !flags[k] {
+			t.Errorf("values.schema.json allows config.%s, which is not an onechat flag", k)
+		}
+	}
+	long := "a-very-long-release-name-for-onechat-chat-service-prod-eu-west-1"
+	r := render(t, "--set", "fullnameOverride="+long)
+	if len(r.sts.Name) > 52 {
+		t.Errorf("StatefulSet name %q is longer than 52", r.sts.Name)
+	}
+	if len(r.services) != 2 {
+		t.Errorf("services %v: two share a name", maps.Keys(r.services))
+	}
+	for name := range r.services {
+		if len(name) > 63 {
+			t.Errorf("service name %q is longer than 63", name)
+		}
+	}
+}
+
 func TestChartRenders(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -404,7 +449,7 @@ func TestChartRenders(t *testing.T) {
 // Values that would make a broken or unsafe release are refused at
 // render time with a message saying why.
 func TestChartRefuses(t *testing.T) {
-	for args, want := range map[string]string{
+	for args, want := range map[string]string{ // a comma separates settings, as in --set
 		"replicas=2":                  "not a safe cluster",
 		"replicas=three":              "replicas",
 		"drainTimeout=60s":            "terminationGracePeriodSeconds",
@@ -412,6 +457,11 @@ func TestChartRefuses(t *testing.T) {
 		"tls.routes.enabled=true":     "secretName",
 		"config.routes=nats://x:6222": "config",
 		"replica=3":                   "additional properties",
+		"config.retenton=1h":          "additional properties",
+		"streamReplicas=2":            "streamReplicas",
+		"replicas=1,streamReplicas=3": "streamReplicas above 1",
+		"streamReplicas=5":            "cannot exceed",
+		"metrics.enabled=false,metrics.serviceMonitor.enabled=true": "needs metrics.enabled",
 	} {
 		_, err := helm(t, "template", "rel", chart, "--set", args)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -3,21 +3,24 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* 52 characters at most: a StatefulSet's pods get a label made of its
+name and an 11-character hash, and labels end at 63; it also leaves room
+for "-headless". */}}
 {{- define "onechat.fullname" -}}
 {{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
 {{- else -}}
 {{- $name := default .Chart.Name .Values.nameOverride -}}
 {{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "onechat.headless" -}}
-{{- printf "%s-headless" (include "onechat.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-headless" (include "onechat.fullname" .) -}}
 {{- end -}}
 
 {{- define "onechat.selectorLabels" -}}
