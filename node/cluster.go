@@ -73,7 +73,9 @@ type presenceEvent struct {
 
 var _ session.Cluster = (*cluster)(nil)
 
-func newCluster(name string, nc *nats.Conn, inbox *storage.Inbox, routes func() int, log *slog.Logger) *cluster {
+func newCluster(
+	name string, nc *nats.Conn, inbox *storage.Inbox, routes func() int, log *slog.Logger,
+) *cluster {
 	c := &cluster{name: name, nc: nc, inbox: inbox, routes: routes, log: log, peers: map[string]peer{},
 		kick: make(chan struct{}, 1)}
 	c.self.Store(&protocol.NodeAddr{Name: name})

@@ -355,7 +355,8 @@ func TestClusterNodeList(t *testing.T) {
 	t.Parallel()
 	nodes := startCluster(t, 3)
 	dup := nodes[0].cfg
-	dup.DataDir, dup.HTTPAddr, dup.TCPAddr, dup.NATSAddr = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	dup.DataDir = t.TempDir()
+	dup.HTTPAddr, dup.TCPAddr, dup.NATSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	dup.Cluster = fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -210,7 +210,8 @@ func (t TLSFiles) Enabled() bool { return t.Cert != "" || t.Key != "" || t.CA !=
 
 func (t TLSFiles) validate(flag string) error {
 	if t.Enabled() && (t.Cert == "" || t.Key == "") {
-		return fmt.Errorf("--%s-tls-cert and --%s-tls-key are both needed for TLS (--%s-tls-ca alone is not enough)",
+		return fmt.Errorf("--%s-tls-cert and --%s-tls-key are both needed for TLS "+
+			"(--%s-tls-ca alone is not enough)",
 			flag, flag, flag)
 	}
 	return nil

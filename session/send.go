@@ -161,7 +161,8 @@ func (h *Hub) storeError(err error) *protocol.Error {
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
 		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining):
 		h.warn.warn("store-unavailable", "store unavailable", "err", err)
-		return protocol.Errorf(protocol.CodeUnavailable, "the store did not answer in time; retry (a send with the same ref)")
+		return protocol.Errorf(protocol.CodeUnavailable,
+			"the store did not answer in time; retry (a send with the same ref)")
 	}
 	h.log.Error("store failed", "err", err)
 	return protocol.Errorf(protocol.CodeInternal, "the store failed; retry (a send with the same ref)")
