@@ -56,7 +56,8 @@ func New() *Chat {
 	m.sessions = gauge(f, "onechat_sessions", "Authenticated client connections.")
 	m.users = gauge(f, "onechat_online_users", "Users with at least one session on this node.")
 	m.msgsIn = counter(f, "onechat_messages_in_total", "Messages accepted from senders and stored.")
-	m.msgsOut = counter(f, "onechat_messages_out_total", "Messages queued to client connections.")
+	m.msgsOut = counter(f, "onechat_messages_out_total",
+		"Messages offered to client connections: one per connection of the recipient on this node.")
 	m.dups = counter(f, "onechat_messages_duplicate_total", "Sends recognised as retries of a stored message.")
 	m.slow = counter(f, "onechat_slow_consumers_total", "Connections closed because the client did not read.")
 	m.syncs = counter(f, "onechat_sync_requests_total",

@@ -221,18 +221,7 @@ func (r *failoverRun) finish() {
 // order, and the idle user is not online again when the node comes back.
 func TestFailoverKill(t *testing.T) {
 	procs := startProcs(t, 3)
-	if t.Failed() {
-		t.FailNow()
-	}
-	leader := streamLeader(t, natsClient(t, "nats://"+procs[0].nats))
-	var victim, other *proc
-	for _, p := range procs {
-		if p.name == leader {
-			victim = p
-		} else if other == nil {
-			other = p
-		}
-	}
+	victim, other := leaderAndOther(t, procs)
 	watch := natsClient(t, "nats://"+other.nats)
 	nodeEvents, err := watch.SubscribeSync("oc.presence.node." + victim.name)
 	if err != nil {
@@ -325,18 +314,7 @@ func (p *proc) cont() {
 func TestFrozenNodeCatchesUp(t *testing.T) {
 	t.Parallel()
 	procs := startProcs(t, 3)
-	if t.Failed() {
-		t.FailNow()
-	}
-	leader := streamLeader(t, natsClient(t, "nats://"+procs[0].nats))
-	var frozen, other *proc
-	for _, p := range procs {
-		if p.name == leader {
-			frozen = p
-		} else if other == nil {
-			other = p
-		}
-	}
+	frozen, other := leaderAndOther(t, procs)
 	user := dialTCP(t, frozen.tcp, "sleeper")
 	user.auth("sleeper")
 	events, err := natsClient(t, "nats://"+other.nats).SubscribeSync("oc.presence.user.sleeper")
@@ -380,4 +358,24 @@ func TestFrozenNodeCatchesUp(t *testing.T) {
 			break
 		}
 	}
+}
+
+// leaderAndOther returns the node leading the inbox stream and another.
+func leaderAndOther(t *testing.T, procs []*proc) (leader, other *proc) {
+	t.Helper()
+	if t.Failed() {
+		t.FailNow() // a node did not start
+	}
+	name := streamLeader(t, natsClient(t, "nats://"+procs[0].nats))
+	for _, p := range procs {
+		if p.name == name {
+			leader = p
+		} else if other == nil {
+			other = p
+		}
+	}
+	if leader == nil {
+		t.Fatalf("stream leader %q is none of the nodes", name)
+	}
+	return leader, other
 }

@@ -10,8 +10,9 @@
 //
 // When a node dies, its routes drop and its interest goes with them, so
 // its users show offline as soon as the surviving nodes notice (see
-// docs/design.md for the bound). A node that comes back holds no
-// sessions, so nothing is stale.
+// docs/design.md for the bound). A node that crashed comes back with no
+// sessions, so nothing is stale; one that only hung still holds its
+// connections and counts them again once its routes are back.
 package presence
 
 import (

@@ -57,7 +57,10 @@ func (h *Hub) DeliverLive(m *nats.Msg) {
 		}
 	}
 	us.lastSeq, us.known = seq, true
-	stored, _ := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
+	var stored time.Time // for the delivery latency metric only
+	if h.m != nil {
+		stored, _ = time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp"))
+	}
 	h.fanOut(us, seq, m.Data, m.Header.Get(bus.HeaderOrigin), stored)
 }
 
